@@ -1,1 +1,335 @@
-//! placeholder
+//! # seuil-engine: SQL in, only safe aggregated cells out
+//!
+//! The engine answers ordinary SQL over private health data and releases
+//! only aggregated cells that meet the policy's disclosure rules. It is built
+//! on DataFusion: a query is parsed and planned by DataFusion against the
+//! user's role-scoped catalog, then the **privacy rewrite**
+//! ([`rewrite::PrivacyRewrite`]) rebuilds its `LogicalPlan` node by node,
+//! enforcing each rule of the privacy contract (DESIGN.md §2) in its own
+//! module under [`rules`]:
+//!
+//! - scans of private tables carry a hidden person column, reached through the
+//!   policy's foreign-key path ([`rules::person_lineage`], [`rules::scopes`]);
+//! - the released aggregate counts distinct persons per cell, and cells under
+//!   `min_persons` are suppressed before `HAVING`, `ORDER BY` and `LIMIT`
+//!   ([`rules::min_persons`], [`release`]);
+//! - row-level results, identifiers, person-mixing joins and windows,
+//!   data-dependent errors and writes are refused or neutralised
+//!   ([`rules::aggregates_only`], [`rules::identifiers`],
+//!   [`rules::side_channels`], [`rules::read_only`]).
+//!
+//! The rewritten plan is a plain DataFusion plan of standard operators and
+//! registered functions, so it runs in-process here and can run on data nodes
+//! or Ballista. Execution is in two phases: the cells of each released
+//! aggregate are computed and go through the release step on the
+//! coordinator; then the rest of the query runs over released cells only and
+//! streams its result. Nothing in the second phase can read private rows.
+//!
+//! The engine knows no network protocol: the Flight SQL server and the CLI
+//! (`flight-server`) turn requests into [`Engine::query`] calls.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), seuil_engine::EngineError> {
+//! use futures::TryStreamExt;
+//! use seuil_engine::{Engine, EngineOptions, User};
+//! use seuil_policies::PolicySource;
+//!
+//! let policy = PolicySource::new("snds.toml", seuil_policies::SNDS_POLICY);
+//! let (engine, _warnings) =
+//!     Engine::open_files(&policy, "data/demo".as_ref(), EngineOptions::default()).await?;
+//! let alice = User::new("alice", "researcher");
+//! let result = engine
+//!     .query(&alice, "SELECT ben_res_dpt, count(*) FROM ir_ben_r GROUP BY 1")
+//!     .await?;
+//! println!("{} cells suppressed", result.report.cells_suppressed);
+//! let batches: Vec<_> = result.stream.try_collect().await.unwrap();
+//! # Ok(()) }
+//! ```
+
+pub mod catalog;
+pub mod error;
+mod explain;
+mod query;
+pub mod release;
+pub mod rewrite;
+pub mod rules;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+use seuil_policies::{Diagnostics, Mode, Policy, PolicySource, Role};
+
+pub use catalog::DataCatalog;
+pub use error::{EngineError, Place, Refusal, Rule};
+pub use explain::Explanation;
+pub use release::{ReleaseReport, SuppressionReason};
+
+/// A user as the engine sees one: a name for the audit and a role for the rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// User name.
+    pub name: String,
+    /// Role name in the policy.
+    pub role: String,
+}
+
+impl User {
+    /// A user with a role.
+    pub fn new(name: impl Into<String>, role: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            role: role.into(),
+        }
+    }
+}
+
+/// Limits and resources of an engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Memory for query execution; beyond it, operators spill to disk or the
+    /// query fails with a limit error. `None` for no limit.
+    pub memory_limit_bytes: Option<usize>,
+    /// Parallelism of each query; the number of cores when `None`.
+    pub target_partitions: Option<usize>,
+    /// Longest SQL text accepted, in bytes.
+    pub max_sql_bytes: usize,
+    /// Deepest nesting of the SQL accepted (parser recursion).
+    pub max_nesting: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            memory_limit_bytes: None,
+            target_partitions: None,
+            max_sql_bytes: 100_000,
+            max_nesting: 64,
+        }
+    }
+}
+
+/// The result of a query: released cells as a stream, and the release report.
+pub struct QueryResult {
+    /// Output schema, with the release report as `seuil.*` metadata.
+    pub schema: SchemaRef,
+    /// The result, batch by batch.
+    pub stream: SendableRecordBatchStream,
+    /// What was released and suppressed.
+    pub report: ReleaseReport,
+    /// The rewritten plan, as text (for the audit log).
+    pub rewritten_plan: String,
+}
+
+impl std::fmt::Debug for QueryResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryResult")
+            .field("schema", &self.schema)
+            .field("report", &self.report)
+            .finish_non_exhaustive()
+    }
+}
+
+struct RoleRuntime {
+    ctx: SessionContext,
+    row_filters: BTreeMap<String, Expr>,
+}
+
+struct EngineInner {
+    policy: Policy,
+    data: DataCatalog,
+    roles: BTreeMap<String, RoleRuntime>,
+    options: EngineOptions,
+}
+
+/// The query engine over one policy and one data folder. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("policy", &self.inner.policy.name)
+            .field("data", &self.inner.data.location)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The DataFusion settings every seuil session uses.
+pub fn session_config(options: &EngineOptions) -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema("seuil", "public")
+        .with_information_schema(true);
+    if let Some(partitions) = options.target_partitions {
+        config = config.with_target_partitions(partitions);
+    }
+    let settings = config.options_mut();
+    // Refusals point at the place in the SQL.
+    settings.sql_parser.collect_spans = true;
+    // Plain UTF-8 strings: the view types are not understood by every client.
+    settings.execution.parquet.schema_force_view_types = false;
+    if let Ok(limit) = datafusion::config::ConfigNonZeroUsize::try_new(options.max_nesting) {
+        settings.sql_parser.recursion_limit = limit;
+    }
+    config
+}
+
+fn runtime(options: &EngineOptions) -> Result<Arc<RuntimeEnv>, EngineError> {
+    let mut builder = RuntimeEnvBuilder::new();
+    if let Some(limit) = options.memory_limit_bytes {
+        builder = builder.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+    }
+    builder
+        .build_arc()
+        .map_err(|e| EngineError::Setup(format!("cannot set up the query runtime: {e}")))
+}
+
+impl Engine {
+    /// Opens the data folder, checks the policy against it, and builds the
+    /// engine. Returns the policy's warnings (such as data columns the policy
+    /// does not mention).
+    pub async fn open_files(
+        policy: &PolicySource,
+        data_dir: &Path,
+        options: EngineOptions,
+    ) -> Result<(Engine, Diagnostics), EngineError> {
+        let data = DataCatalog::open(data_dir, &options).await?;
+        let (policy, warnings) = seuil_policies::load(policy, Some(&data.data_schema()))
+            .map_err(|e| EngineError::Setup(e.to_string()))?;
+        Ok((Engine::new(policy, data, options)?, warnings))
+    }
+
+    /// An engine over a validated policy and opened data.
+    pub fn new(policy: Policy, data: DataCatalog, options: EngineOptions) -> Result<Engine, EngineError> {
+        let runtime = runtime(&options)?;
+        let mut roles = BTreeMap::new();
+        for role in policy.roles.values() {
+            let ctx = SessionContext::new_with_config_rt(session_config(&options), Arc::clone(&runtime));
+            rules::scopes::register_scoped_tables(&ctx, &policy, role, &data)?;
+            let row_filters = rules::scopes::parse_row_filters(&ctx, role, &data)?;
+            roles.insert(role.name.clone(), RoleRuntime { ctx, row_filters });
+        }
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                policy,
+                data,
+                roles,
+                options,
+            }),
+        })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// The raw data (for tools that compare with unprotected results).
+    pub fn data(&self) -> &DataCatalog {
+        &self.inner.data
+    }
+
+    /// The session in which a role's queries are planned: its catalog holds
+    /// only the role's scoped tables, so catalog browsing answers within the
+    /// scope.
+    pub fn role_context(&self, role: &str) -> Option<&SessionContext> {
+        self.inner.roles.get(role).map(|r| &r.ctx)
+    }
+
+    fn role(&self, user: &User) -> Result<(&Role, &RoleRuntime), EngineError> {
+        let role = self
+            .inner
+            .policy
+            .roles
+            .get(&user.role)
+            .ok_or_else(|| EngineError::UnknownRole(user.role.clone()))?;
+        let runtime = self
+            .inner
+            .roles
+            .get(&user.role)
+            .ok_or_else(|| EngineError::UnknownRole(user.role.clone()))?;
+        if role.mode == Mode::Dp {
+            return Err(EngineError::refused(
+                Rule::Mode,
+                format!(
+                    "role {} is in differential privacy mode, which this version of seuil does not serve yet; no result is released rather than an unprotected one",
+                    role.name
+                ),
+                "ask for a threshold-mode role",
+            ));
+        }
+        Ok((role, runtime))
+    }
+
+    async fn rewrite(
+        &self,
+        user: &User,
+        sql: &str,
+    ) -> Result<(&Role, &RoleRuntime, rewrite::RewrittenQuery), EngineError> {
+        let (role, runtime) = self.role(user)?;
+        let plan = query::plan_user_query(&runtime.ctx, sql, self.inner.options.max_sql_bytes).await?;
+        let rewritten = rewrite::PrivacyRewrite::new(
+            &self.inner.policy,
+            role,
+            &self.inner.data,
+            &runtime.row_filters,
+        )
+        .run(&plan)?;
+        Ok((role, runtime, rewritten))
+    }
+
+    /// The schema a query's result will have, without running it (for
+    /// prepared statements). It carries no release metadata.
+    pub async fn result_schema(&self, user: &User, sql: &str) -> Result<SchemaRef, EngineError> {
+        let (_, _, rewritten) = self.rewrite(user, sql).await?;
+        Ok(Arc::new(rewritten.plan.schema().as_arrow().clone()))
+    }
+
+    /// Runs a query for a user: checks and rewrites it, computes and
+    /// releases its cells, and streams the result.
+    pub async fn query(&self, user: &User, sql: &str) -> Result<QueryResult, EngineError> {
+        let (role, runtime, rewritten) = self.rewrite(user, sql).await?;
+        let mut report = ReleaseReport::new(&self.inner.policy, role);
+        for step in &rewritten.releases {
+            let cells = query::collect(&runtime.ctx, step.cells.clone()).await?;
+            release::release(step, cells, role, &mut report)?;
+        }
+        let rewritten_plan = rewritten.plan.display_indent().to_string();
+        let stream = query::stream(&runtime.ctx, rewritten.plan).await?;
+        let schema: SchemaRef = Arc::new(Schema::new_with_metadata(
+            stream.schema().fields().clone(),
+            report.metadata(),
+        ));
+        let output_schema = Arc::clone(&schema);
+        let released = stream.map(move |batch| {
+            batch
+                .and_then(|b| b.with_schema(Arc::clone(&output_schema)).map_err(DataFusionError::from))
+                .map_err(|e| {
+                    DataFusionError::Execution(query::execution_error(e).to_string())
+                })
+        });
+        Ok(QueryResult {
+            schema: Arc::clone(&schema),
+            stream: Box::pin(RecordBatchStreamAdapter::new(schema, released)),
+            report,
+            rewritten_plan,
+        })
+    }
+
+    /// Shows how a query is rewritten, without running it.
+    pub async fn explain(&self, user: &User, sql: &str) -> Result<Explanation, EngineError> {
+        let (role, _, rewritten) = self.rewrite(user, sql).await?;
+        explain::explain(&rewritten, role)
+    }
+}

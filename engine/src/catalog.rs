@@ -1,0 +1,134 @@
+//! The data: one Parquet file per table in a folder, opened as DataFusion
+//! tables. These raw tables are only ever scanned by plans the privacy rewrite
+//! built; user queries are planned against the scoped views of
+//! [`crate::rules::scopes`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use seuil_policies::{ColumnType, DataSchema};
+
+use crate::error::EngineError;
+
+/// The raw tables of a data folder.
+#[derive(Debug, Clone)]
+pub struct DataCatalog {
+    /// The folder the tables were read from.
+    pub location: PathBuf,
+    tables: BTreeMap<String, Arc<dyn TableProvider>>,
+}
+
+impl DataCatalog {
+    /// Opens every `*.parquet` file of `dir` as a table named after the file.
+    pub async fn open(dir: &Path, options: &crate::EngineOptions) -> Result<Self, EngineError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            EngineError::Setup(format!("cannot read the data folder {}: {e}", dir.display()))
+        })?;
+        let mut files = BTreeMap::new();
+        for entry in entries {
+            let path = entry
+                .map_err(|e| EngineError::Setup(format!("cannot list {}: {e}", dir.display())))?
+                .path();
+            if path.extension().is_some_and(|ext| ext == "parquet")
+                && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+            {
+                files.insert(stem.to_string(), path);
+            }
+        }
+        if files.is_empty() {
+            return Err(EngineError::Setup(format!(
+                "the data folder {} holds no .parquet table (generate one with `seuil gen --out {}`)",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        let ctx = SessionContext::new_with_config(crate::session_config(options));
+        let mut tables = BTreeMap::new();
+        for (name, path) in files {
+            let path_text = path.to_str().ok_or_else(|| {
+                EngineError::Setup(format!("{} is not a UTF-8 path", path.display()))
+            })?;
+            ctx.register_parquet(&name, path_text, ParquetReadOptions::default())
+                .await
+                .map_err(|e| {
+                    EngineError::Setup(format!("cannot open {} as Parquet: {e}", path.display()))
+                })?;
+            let provider = ctx.table_provider(name.as_str()).await.map_err(|e| {
+                EngineError::Setup(format!("cannot open {}: {e}", path.display()))
+            })?;
+            tables.insert(name, provider);
+        }
+        Ok(Self {
+            location: dir.to_path_buf(),
+            tables,
+        })
+    }
+
+    /// A catalog from tables already opened (tests, benchmarks).
+    pub fn from_tables(location: PathBuf, tables: BTreeMap<String, Arc<dyn TableProvider>>) -> Self {
+        Self { location, tables }
+    }
+
+    /// The raw table `name`.
+    pub fn table(&self, name: &str) -> Option<&Arc<dyn TableProvider>> {
+        self.tables.get(name)
+    }
+
+    /// All raw tables by name.
+    pub fn tables(&self) -> &BTreeMap<String, Arc<dyn TableProvider>> {
+        &self.tables
+    }
+
+    /// The Arrow schema of table `name`.
+    pub fn schema(&self, name: &str) -> Option<SchemaRef> {
+        self.tables.get(name).map(|t| t.schema())
+    }
+
+    /// The data's shape as policy validation sees it.
+    pub fn data_schema(&self) -> DataSchema {
+        DataSchema {
+            location: self.location.display().to_string(),
+            tables: self
+                .tables
+                .iter()
+                .map(|(name, table)| {
+                    let columns = table
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| (f.name().clone(), column_type(f.data_type())))
+                        .collect();
+                    (name.clone(), columns)
+                })
+                .collect(),
+        }
+    }
+}
+
+fn column_type(data_type: &DataType) -> ColumnType {
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ColumnType::Text,
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => ColumnType::Integer,
+        DataType::Float16
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => ColumnType::Float,
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => ColumnType::Temporal,
+        DataType::Boolean => ColumnType::Boolean,
+        other => ColumnType::Other(other.to_string()),
+    }
+}

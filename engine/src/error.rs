@@ -1,0 +1,184 @@
+//! Typed errors of the engine. The server maps each variant to one gRPC code,
+//! once, at its edge; nothing here knows about gRPC.
+//!
+//! No message built here may contain a data value: refusals are computed from
+//! the query and the policy only, and execution failures are reported by kind.
+
+use std::fmt;
+
+/// The rule of the privacy contract (DESIGN.md §2) that refused a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    /// Rule 1: a result built from private tables is released only as aggregates.
+    AggregatesOnly,
+    /// Rule 2: every released cell covers at least `min_persons` persons.
+    MinPersons,
+    /// Rule 3: person lineage through the whole plan; no mixing of persons.
+    PersonLineage,
+    /// Rule 4: identifiers never leave.
+    Identifiers,
+    /// Rule 5: no side channels.
+    SideChannels,
+    /// Rule 6: magnitudes are protected too.
+    Magnitudes,
+    /// Rule 7: margins must not give cells back.
+    Margins,
+    /// Rule 8: a role sees only its approved scope.
+    Scopes,
+    /// Queries only: seuil never writes, changes settings or runs utility statements.
+    ReadOnly,
+    /// The role's release mode is not available.
+    Mode,
+}
+
+impl Rule {
+    /// The rule's number in DESIGN.md §2, if it has one.
+    pub fn number(self) -> Option<u8> {
+        match self {
+            Rule::AggregatesOnly => Some(1),
+            Rule::MinPersons => Some(2),
+            Rule::PersonLineage => Some(3),
+            Rule::Identifiers => Some(4),
+            Rule::SideChannels => Some(5),
+            Rule::Magnitudes => Some(6),
+            Rule::Margins => Some(7),
+            Rule::Scopes => Some(8),
+            Rule::ReadOnly | Rule::Mode => None,
+        }
+    }
+
+    /// The rule's short title, as the contract words it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Rule::AggregatesOnly => "aggregates only",
+            Rule::MinPersons => "persons, not rows, are counted",
+            Rule::PersonLineage => "person lineage",
+            Rule::Identifiers => "identifiers never leave",
+            Rule::SideChannels => "no side channels",
+            Rule::Magnitudes => "magnitudes are protected",
+            Rule::Margins => "margins must not give cells back",
+            Rule::Scopes => "scopes",
+            Rule::ReadOnly => "queries only",
+            Rule::Mode => "release mode",
+        }
+    }
+
+    /// A stable identifier for logs, audit lines and tests.
+    pub fn code(self) -> &'static str {
+        match self {
+            Rule::AggregatesOnly => "aggregates_only",
+            Rule::MinPersons => "min_persons",
+            Rule::PersonLineage => "person_lineage",
+            Rule::Identifiers => "identifiers",
+            Rule::SideChannels => "side_channels",
+            Rule::Magnitudes => "magnitudes",
+            Rule::Margins => "margins",
+            Rule::Scopes => "scopes",
+            Rule::ReadOnly => "read_only",
+            Rule::Mode => "mode",
+        }
+    }
+}
+
+/// Where in the SQL text a refusal points, one-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// Line.
+    pub line: u64,
+    /// Column.
+    pub column: u64,
+}
+
+/// A query refused by the policy: which rule, what in the query, how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The rule that refused.
+    pub rule: Rule,
+    /// What in the query breaks the rule.
+    pub message: String,
+    /// Where in the SQL, when known.
+    pub place: Option<Place>,
+    /// How to write the query instead.
+    pub hint: String,
+}
+
+impl Refusal {
+    /// A refusal without a place.
+    pub fn new(rule: Rule, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            rule,
+            message: message.into(),
+            place: None,
+            hint: hint.into(),
+        }
+    }
+
+    /// Sets the place, if one is known.
+    pub fn at(mut self, place: Option<Place>) -> Self {
+        self.place = self.place.or(place);
+        self
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.rule.number() {
+            Some(n) => write!(f, "refused by rule {n} ({})", self.rule.title())?,
+            None => write!(f, "refused ({})", self.rule.title())?,
+        }
+        if let Some(place) = self.place {
+            write!(f, " at line {}, column {}", place.line, place.column)?;
+        }
+        write!(f, ": {}", self.message)?;
+        if !self.hint.is_empty() {
+            write!(f, ". Hint: {}", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every way an engine call can fail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The policy refused the query.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// The SQL is malformed or names something that does not exist (for this
+    /// role). The message names the SQL's own words only.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// The user or role is unknown to the engine.
+    #[error("unknown role {0}")]
+    UnknownRole(String),
+    /// A limit was reached: SQL size, nesting, memory, time.
+    #[error("limit reached: {0}")]
+    Limit(String),
+    /// The query failed while running. The message says what kind of failure,
+    /// never the data involved.
+    #[error("query failed while running: {0}")]
+    Execution(String),
+    /// The engine could not be opened on this policy and data.
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl EngineError {
+    /// Shorthand for a refusal.
+    pub fn refused(rule: Rule, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        EngineError::Refused(Refusal::new(rule, message, hint))
+    }
+
+    /// The refusal, if this is one.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            EngineError::Refused(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+impl From<Refusal> for EngineError {
+    fn from(refusal: Refusal) -> Self {
+        EngineError::Refused(refusal)
+    }
+}

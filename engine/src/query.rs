@@ -1,0 +1,143 @@
+//! From SQL text to released results: parse, plan against the role's scoped
+//! catalog, rewrite, compute and release the cells, run the rest.
+
+use std::sync::Arc;
+
+use datafusion::common::DataFusionError;
+use datafusion::config::Dialect;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::decorrelate_lateral_join::DecorrelateLateralJoin;
+use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
+use datafusion::optimizer::eliminate_cross_join::EliminateCrossJoin;
+use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
+use datafusion::optimizer::replace_distinct_aggregate::ReplaceDistinctWithAggregate;
+use datafusion::optimizer::rewrite_set_comparison::RewriteSetComparison;
+use datafusion::optimizer::scalar_subquery_to_join::ScalarSubqueryToJoin;
+use datafusion::optimizer::{Optimizer, OptimizerRule};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::parser::ParserError;
+
+use crate::error::EngineError;
+use crate::rules::read_only;
+
+/// Maps a DataFusion error met while parsing or planning. Planning reads no
+/// data, so its messages hold the query's own words and names of the role's
+/// scope only.
+pub(crate) fn planning_error(error: DataFusionError) -> EngineError {
+    match error.find_root() {
+        DataFusionError::SQL(sql_error, _) => match sql_error.as_ref() {
+            ParserError::RecursionLimitExceeded => {
+                EngineError::Limit("the query is nested too deeply".into())
+            }
+            other => EngineError::InvalidQuery(other.to_string()),
+        },
+        DataFusionError::ResourcesExhausted(_) => {
+            EngineError::Limit("the query needs more resources than allowed".into())
+        }
+        root => EngineError::InvalidQuery(strip_error_prefixes(&root.to_string())),
+    }
+}
+
+/// Maps a DataFusion error met while running. Such messages can quote data
+/// (a failed cast prints the value), so only the kind of failure is kept.
+pub(crate) fn execution_error(error: DataFusionError) -> EngineError {
+    match error.find_root() {
+        DataFusionError::ResourcesExhausted(_) => {
+            EngineError::Limit("the query needs more memory than allowed".into())
+        }
+        DataFusionError::External(inner) if inner.to_string().contains("cancel") => {
+            EngineError::Execution("the query was cancelled".into())
+        }
+        root => {
+            tracing::warn!(kind = error_kind(root), "query failed while running");
+            EngineError::Execution(format!("{} error", error_kind(root)))
+        }
+    }
+}
+
+fn error_kind(error: &DataFusionError) -> &'static str {
+    match error {
+        DataFusionError::ArrowError(..) => "arrow",
+        DataFusionError::ParquetError(..) => "storage",
+        DataFusionError::IoError(..) | DataFusionError::ObjectStore(..) => "storage",
+        DataFusionError::Execution(..) | DataFusionError::ExecutionJoin(..) => "execution",
+        DataFusionError::Internal(..) => "internal",
+        _ => "engine",
+    }
+}
+
+fn strip_error_prefixes(message: &str) -> String {
+    let mut text = message.trim();
+    for prefix in [
+        "Error during planning: ",
+        "Schema error: ",
+        "This feature is not implemented: ",
+        "SQL error: ",
+    ] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            text = rest;
+        }
+    }
+    text.to_string()
+}
+
+/// Parses and plans `sql` against the role's scoped catalog, then runs the
+/// analyzer and the rules that turn subqueries and comma joins into joins, so
+/// that the privacy rewrite sees every relation as a plan node.
+pub(crate) async fn plan_user_query(
+    ctx: &SessionContext,
+    sql: &str,
+    max_sql_bytes: usize,
+) -> Result<LogicalPlan, EngineError> {
+    if sql.len() > max_sql_bytes {
+        return Err(EngineError::Limit(format!(
+            "the query is {} bytes long; the limit is {max_sql_bytes}",
+            sql.len()
+        )));
+    }
+    let state = ctx.state();
+    let statement = state
+        .sql_to_statement(sql, &Dialect::Generic)
+        .map_err(planning_error)?;
+    read_only::check_statement(&statement)?;
+    let plan = state
+        .statement_to_plan(statement)
+        .await
+        .map_err(planning_error)?;
+    let analyzed = state
+        .analyzer()
+        .execute_and_check(plan, state.config_options(), |_, _| {})
+        .map_err(planning_error)?;
+    let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
+        Arc::new(RewriteSetComparison::new()),
+        Arc::new(ReplaceDistinctWithAggregate::new()),
+        Arc::new(DecorrelatePredicateSubquery::new()),
+        Arc::new(ScalarSubqueryToJoin::new()),
+        Arc::new(DecorrelateLateralJoin::new()),
+        Arc::new(ExtractEquijoinPredicate::new()),
+        Arc::new(EliminateCrossJoin::new()),
+    ];
+    Optimizer::with_rules(rules)
+        .optimize(analyzed, &state, |_, _| {})
+        .map_err(planning_error)
+}
+
+/// Runs a plan and collects its (small) result: the cells of one released
+/// aggregate.
+pub(crate) async fn collect(
+    ctx: &SessionContext,
+    plan: LogicalPlan,
+) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>, EngineError> {
+    let frame = ctx.execute_logical_plan(plan).await.map_err(planning_error)?;
+    frame.collect().await.map_err(execution_error)
+}
+
+/// Runs a plan as a stream.
+pub(crate) async fn stream(
+    ctx: &SessionContext,
+    plan: LogicalPlan,
+) -> Result<SendableRecordBatchStream, EngineError> {
+    let frame = ctx.execute_logical_plan(plan).await.map_err(planning_error)?;
+    frame.execute_stream().await.map_err(execution_error)
+}

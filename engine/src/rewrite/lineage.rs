@@ -1,0 +1,136 @@
+//! What the rewrite knows about a relation's rows: whether they belong to
+//! persons and, if so, which output columns carry the person.
+
+use std::collections::{HashMap, HashSet};
+
+use datafusion::common::{Column, DFSchema};
+use datafusion::logical_expr::{Expr, LogicalPlan};
+
+/// Name of the hidden column that carries the person through a plan. The
+/// user's query is planned before the column exists, so no user query can name
+/// it; names starting with `__seuil` are refused in user queries all the same.
+pub const PERSON_COLUMN: &str = "__seuil_person";
+
+/// Prefix reserved for the rewrite's own names.
+pub const RESERVED_PREFIX: &str = "__seuil";
+
+/// Person lineage of a private relation: where its person is, which column
+/// sets determine the person, and which columns hold identifiers.
+#[derive(Debug, Clone)]
+pub struct PersonLineage {
+    /// The hidden person column in the relation's output.
+    pub person: Column,
+    /// Sets of output columns whose values determine the person of a row
+    /// (grouping by any of them is grouping per person).
+    pub keys: Vec<Vec<Column>>,
+    /// Output columns holding identifiers (rule 4).
+    pub identifiers: HashSet<Column>,
+}
+
+impl PersonLineage {
+    /// True when `column` holds an identifier.
+    pub fn is_identifier(&self, column: &Column) -> bool {
+        self.identifiers.contains(column)
+    }
+
+    /// True when the columns in `grouped` include a whole person key (or the
+    /// person column itself).
+    pub fn is_per_person(&self, grouped: &HashSet<Column>) -> bool {
+        grouped.contains(&self.person)
+            || self
+                .keys
+                .iter()
+                .any(|key| key.iter().all(|column| grouped.contains(column)))
+    }
+
+    /// The lineage after a node that renames columns: `renamed` maps each
+    /// input column to the output columns it is passed to unchanged. Key sets
+    /// that lose a column are dropped; identifiers follow their column.
+    pub fn through(&self, renamed: &HashMap<Column, Vec<Column>>, person: Column) -> Self {
+        let identifiers = self
+            .identifiers
+            .iter()
+            .flat_map(|c| renamed.get(c).into_iter().flatten().cloned())
+            .collect();
+        let keys = self
+            .keys
+            .iter()
+            .filter_map(|key| {
+                key.iter()
+                    .map(|c| renamed.get(c).and_then(|out| out.first().cloned()))
+                    .collect::<Option<Vec<Column>>>()
+            })
+            .collect();
+        PersonLineage {
+            person,
+            keys,
+            identifiers,
+        }
+    }
+
+    /// The same lineage with every column requalified, as after `AS alias`.
+    pub fn requalified(&self, output: &DFSchema) -> Self {
+        let by_name = |column: &Column| -> Column {
+            output
+                .iter()
+                .find(|(_, field)| field.name() == &column.name)
+                .map(|(q, f)| Column::new(q.cloned(), f.name()))
+                .unwrap_or_else(|| column.clone())
+        };
+        PersonLineage {
+            person: by_name(&self.person),
+            keys: self
+                .keys
+                .iter()
+                .map(|k| k.iter().map(by_name).collect())
+                .collect(),
+            identifiers: self.identifiers.iter().map(by_name).collect(),
+        }
+    }
+}
+
+/// Whether a relation holds persons' rows.
+#[derive(Debug, Clone)]
+pub enum Privacy {
+    /// No private data below this point.
+    Public,
+    /// Cells that passed the release rules: safe to combine like public data.
+    Released,
+    /// Rows that belong to persons.
+    Private(PersonLineage),
+}
+
+impl Privacy {
+    /// The lineage, for private relations.
+    pub fn lineage(&self) -> Option<&PersonLineage> {
+        match self {
+            Privacy::Private(lineage) => Some(lineage),
+            _ => None,
+        }
+    }
+}
+
+/// A rewritten plan node and what it holds.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The rewritten plan.
+    pub plan: LogicalPlan,
+    /// Its privacy state.
+    pub privacy: Privacy,
+}
+
+/// The input column an expression passes through unchanged, if it is a bare
+/// (possibly aliased) column reference.
+pub fn bare_column(expr: &Expr) -> Option<&Column> {
+    match expr {
+        Expr::Column(column) => Some(column),
+        Expr::Alias(alias) => bare_column(&alias.expr),
+        _ => None,
+    }
+}
+
+/// The output column of position `index` of a schema.
+pub fn output_column(schema: &DFSchema, index: usize) -> Column {
+    let (qualifier, field) = schema.qualified_field(index);
+    Column::new(qualifier.cloned(), field.name())
+}

@@ -1,0 +1,733 @@
+//! The privacy rewrite: one bottom-up pass over the user's `LogicalPlan` that
+//! enforces the contract's rules node by node and returns a plain DataFusion
+//! plan.
+//!
+//! Each node of the user's plan is rebuilt over its rewritten inputs and
+//! classified as [`Privacy::Public`], [`Privacy::Private`] (rows of persons,
+//! with their [`PersonLineage`]) or [`Privacy::Released`] (cells that passed
+//! the release step). The rules themselves live in [`crate::rules`], one
+//! module per rule of DESIGN.md §2; this module only walks the plan and calls
+//! them where they apply.
+
+pub mod lineage;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::{
+    Aggregate, Expr, Filter, Join, JoinType, LogicalPlan, Projection, SubqueryAlias, Union,
+    Window, col, lit,
+};
+use seuil_policies::{Policy, Role};
+
+use crate::catalog::DataCatalog;
+use crate::error::{EngineError, Place, Refusal, Rule};
+use crate::rules::min_persons::ReleaseStep;
+use crate::rules::{aggregates_only, identifiers, min_persons, person_lineage, side_channels};
+use lineage::{
+    Node, PERSON_COLUMN, PersonLineage, Privacy, RESERVED_PREFIX, bare_column, output_column,
+};
+
+/// The rewritten query: the plan that produces the result from released
+/// cells, and the released aggregates whose cells must be computed and
+/// released first, in order.
+#[derive(Debug, Clone)]
+pub struct RewrittenQuery {
+    /// The plan of the result, reading released cells.
+    pub plan: LogicalPlan,
+    /// The released aggregates, innermost first.
+    pub releases: Vec<ReleaseStep>,
+    /// What the rewrite did, in words, for `explain`.
+    pub notes: BTreeSet<String>,
+}
+
+/// The place in the SQL of the first column an expression references.
+pub fn place_of(expr: &Expr) -> Option<Place> {
+    let mut place = None;
+    let _ = expr.apply(|e| {
+        if let Expr::Column(column) = e
+            && let Some(p) = place_of_column(column)
+        {
+            place = Some(p);
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    place
+}
+
+/// The place in the SQL of a column reference, when the planner recorded it.
+pub fn place_of_column(column: &Column) -> Option<Place> {
+    column.spans().first().map(|span| Place {
+        line: span.start.line,
+        column: span.start.column,
+    })
+}
+
+fn df(e: datafusion::error::DataFusionError) -> EngineError {
+    EngineError::Execution(format!("internal planning error: {e}"))
+}
+
+/// The rewrite of one query for one role.
+pub struct PrivacyRewrite<'a> {
+    policy: &'a Policy,
+    role: &'a Role,
+    data: &'a DataCatalog,
+    row_filters: &'a BTreeMap<String, Expr>,
+    releases: Vec<ReleaseStep>,
+    notes: BTreeSet<String>,
+}
+
+impl<'a> PrivacyRewrite<'a> {
+    /// A rewrite for `role` of `policy` over `data`.
+    pub fn new(
+        policy: &'a Policy,
+        role: &'a Role,
+        data: &'a DataCatalog,
+        row_filters: &'a BTreeMap<String, Expr>,
+    ) -> Self {
+        Self {
+            policy,
+            role,
+            data,
+            row_filters,
+            releases: Vec::new(),
+            notes: BTreeSet::new(),
+        }
+    }
+
+    /// Rewrites an analyzed user plan.
+    pub fn run(mut self, plan: &LogicalPlan) -> Result<RewrittenQuery, EngineError> {
+        let root = self.rewrite(plan)?;
+        aggregates_only::check_root(&root)?;
+        for table in self.row_filters.keys() {
+            self.notes.insert(format!(
+                "scopes (rule 8): the role's row filter on {table} applies under every scan of it"
+            ));
+        }
+        Ok(RewrittenQuery {
+            plan: root.plan,
+            releases: self.releases,
+            notes: self.notes,
+        })
+    }
+
+    fn rewrite(&mut self, plan: &LogicalPlan) -> Result<Node, EngineError> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                if scan.table_name.schema() == Some("information_schema") {
+                    // Catalog metadata of the role's own scoped catalog.
+                    return Ok(Node {
+                        plan: plan.clone(),
+                        privacy: Privacy::Public,
+                    });
+                }
+                let table = scan.table_name.table().to_string();
+                let node = person_lineage::ScanRewrite {
+                    policy: self.policy,
+                    data: self.data,
+                    row_filters: self.row_filters,
+                }
+                .rewrite(scan)?;
+                if let Privacy::Private(_) = node.privacy {
+                    let path: Vec<&str> = self
+                        .policy
+                        .path_to_person(&table)
+                        .iter()
+                        .map(|l| l.table.as_str())
+                        .collect();
+                    self.notes.insert(if path.is_empty() {
+                        format!("person lineage (rule 3): {table} holds the person {}", self.policy.person.column)
+                    } else {
+                        format!(
+                            "person lineage (rule 3): {table} reaches the person through {}",
+                            path.join(" -> ")
+                        )
+                    });
+                }
+                Ok(node)
+            }
+            LogicalPlan::Projection(projection) => self.projection(projection),
+            LogicalPlan::Filter(filter) => self.filter(filter),
+            LogicalPlan::Aggregate(aggregate) => self.aggregate(aggregate),
+            LogicalPlan::Join(join) => self.join(join),
+            LogicalPlan::Union(union) => self.union(union),
+            LogicalPlan::SubqueryAlias(alias) => self.subquery_alias(alias),
+            LogicalPlan::Window(window) => self.window(window),
+            LogicalPlan::Sort(_) | LogicalPlan::Limit(_) | LogicalPlan::Repartition(_) => {
+                self.pass_through(plan)
+            }
+            LogicalPlan::EmptyRelation(_) => Ok(Node {
+                plan: plan.clone(),
+                privacy: Privacy::Public,
+            }),
+            LogicalPlan::Values(values) => {
+                for row in &values.values {
+                    for expr in row {
+                        side_channels::check_allowed(expr)?;
+                    }
+                }
+                Ok(Node {
+                    plan: plan.clone(),
+                    privacy: Privacy::Public,
+                })
+            }
+            LogicalPlan::Distinct(_) | LogicalPlan::Unnest(_) => {
+                let node = self.pass_through(plan)?;
+                if let Privacy::Private(_) = node.privacy {
+                    return Err(EngineError::refused(
+                        Rule::PersonLineage,
+                        "DISTINCT ON and UNNEST over private rows cannot be traced to persons",
+                        "use GROUP BY",
+                    ));
+                }
+                Ok(node)
+            }
+            LogicalPlan::RecursiveQuery(_) => Err(EngineError::refused(
+                Rule::PersonLineage,
+                "recursive queries cannot be traced to persons",
+                "write the query without WITH RECURSIVE",
+            )),
+            LogicalPlan::Subquery(_) => Err(EngineError::refused(
+                Rule::PersonLineage,
+                "this subquery cannot be turned into a join, so its rows cannot be traced to persons",
+                "write the subquery as a join",
+            )),
+            _ => Err(EngineError::refused(
+                Rule::ReadOnly,
+                "only queries are accepted: seuil never writes, changes settings or runs utility statements",
+                "send a SELECT; use `seuil policy explain` to see how a query is rewritten",
+            )),
+        }
+    }
+
+    /// Sort, Limit and Repartition: same rows, same lineage.
+    fn pass_through(&mut self, plan: &LogicalPlan) -> Result<Node, EngineError> {
+        let inputs = plan.inputs();
+        let [input] = inputs.as_slice() else {
+            return Err(EngineError::Execution(
+                "internal planning error: expected one input".into(),
+            ));
+        };
+        let input = self.rewrite(input)?;
+        let mut exprs = Vec::new();
+        for expr in plan.expressions() {
+            if let Some(lineage) = input.privacy.lineage() {
+                identifiers::check_value(&expr, lineage)?;
+            }
+            exprs.push(side_channels::neutralise(expr)?);
+        }
+        let rebuilt = plan.with_new_exprs(exprs, vec![input.plan]).map_err(df)?;
+        Ok(Node {
+            plan: rebuilt,
+            privacy: input.privacy,
+        })
+    }
+
+    fn projection(&mut self, projection: &Projection) -> Result<Node, EngineError> {
+        let input = self.rewrite(&projection.input)?;
+        let mut exprs = Vec::with_capacity(projection.expr.len() + 1);
+        for expr in &projection.expr {
+            check_reserved_alias(expr)?;
+            if let Some(lineage) = input.privacy.lineage() {
+                identifiers::check_value(expr, lineage)?;
+            }
+            exprs.push(side_channels::neutralise_named(expr.clone())?);
+        }
+        match input.privacy {
+            Privacy::Private(lineage) => {
+                exprs.push(col(lineage.person.clone()));
+                let rebuilt = Projection::try_new(exprs, Arc::new(input.plan)).map_err(df)?;
+                let schema = Arc::clone(&rebuilt.schema);
+                let mut renamed: HashMap<Column, Vec<Column>> = HashMap::new();
+                for (i, expr) in rebuilt.expr.iter().enumerate() {
+                    if let Some(column) = bare_column(expr) {
+                        renamed
+                            .entry(column.clone())
+                            .or_default()
+                            .push(output_column(&schema, i));
+                    }
+                }
+                let person = output_column(&schema, rebuilt.expr.len() - 1);
+                Ok(Node {
+                    privacy: Privacy::Private(lineage.through(&renamed, person)),
+                    plan: LogicalPlan::Projection(rebuilt),
+                })
+            }
+            privacy => Ok(Node {
+                plan: LogicalPlan::Projection(
+                    Projection::try_new(exprs, Arc::new(input.plan)).map_err(df)?,
+                ),
+                privacy,
+            }),
+        }
+    }
+
+    fn filter(&mut self, filter: &Filter) -> Result<Node, EngineError> {
+        let input = self.rewrite(&filter.input)?;
+        if let Some(lineage) = input.privacy.lineage() {
+            identifiers::check_condition(&filter.predicate, lineage)?;
+        }
+        let predicate = side_channels::neutralise(filter.predicate.clone())?;
+        Ok(Node {
+            plan: LogicalPlan::Filter(Filter::try_new(predicate, Arc::new(input.plan)).map_err(df)?),
+            privacy: input.privacy,
+        })
+    }
+
+    fn subquery_alias(&mut self, alias: &SubqueryAlias) -> Result<Node, EngineError> {
+        if alias.alias.table().starts_with(RESERVED_PREFIX) {
+            return Err(reserved_name(alias.alias.table()));
+        }
+        let input = self.rewrite(&alias.input)?;
+        let rebuilt =
+            SubqueryAlias::try_new(Arc::new(input.plan), alias.alias.clone()).map_err(df)?;
+        let privacy = match input.privacy {
+            Privacy::Private(lineage) => Privacy::Private(lineage.requalified(&rebuilt.schema)),
+            other => other,
+        };
+        Ok(Node {
+            plan: LogicalPlan::SubqueryAlias(rebuilt),
+            privacy,
+        })
+    }
+
+    fn aggregate(&mut self, aggregate: &Aggregate) -> Result<Node, EngineError> {
+        let input = self.rewrite(&aggregate.input)?;
+        let lineage = match input.privacy {
+            Privacy::Private(lineage) => lineage,
+            privacy => {
+                // Aggregates of public data or of released cells: nothing to protect.
+                let group = named(&aggregate.group_expr)?;
+                let aggr = named(&aggregate.aggr_expr)?;
+                let rebuilt = Aggregate::try_new(Arc::new(input.plan), group, aggr).map_err(df)?;
+                return Ok(Node {
+                    plan: LogicalPlan::Aggregate(rebuilt),
+                    privacy,
+                });
+            }
+        };
+        let is_grouping_set = matches!(aggregate.group_expr.as_slice(), [Expr::GroupingSet(_)]);
+        let grouped = person_lineage::bare_columns(&aggregate.group_expr);
+        for expr in &aggregate.aggr_expr {
+            check_reserved_alias(expr)?;
+            identifiers::check_aggregate(expr, &lineage)?;
+        }
+        if !is_grouping_set && lineage.is_per_person(&grouped) {
+            return self.per_person_aggregate(aggregate, input.plan, lineage);
+        }
+
+        // The released aggregate: its cells leave, so they must cover enough persons.
+        for expr in &aggregate.group_expr {
+            identifiers::check_released_group_key(expr, &lineage)?;
+        }
+        let group = named(&aggregate.group_expr)?;
+        let aggr = named(&aggregate.aggr_expr)?;
+        let id = self.releases.len();
+        let (step, replacement) =
+            min_persons::release_aggregate(id, input.plan, group, aggr, &lineage.person)?;
+        self.notes.insert(format!(
+            "persons, not rows, are counted (rule 2): each cell counts distinct persons; cells of fewer than {} persons are suppressed before HAVING, ORDER BY and LIMIT",
+            self.role.min_persons
+        ));
+        self.releases.push(step);
+        Ok(Node {
+            plan: replacement,
+            privacy: Privacy::Released,
+        })
+    }
+
+    /// An aggregate grouped by a person key: one row per person (or finer),
+    /// not released, so the person is kept as one more group key.
+    fn per_person_aggregate(
+        &mut self,
+        aggregate: &Aggregate,
+        input: LogicalPlan,
+        lineage: PersonLineage,
+    ) -> Result<Node, EngineError> {
+        let mut group = named(&aggregate.group_expr)?;
+        group.push(col(lineage.person.clone()));
+        let aggr = named(&aggregate.aggr_expr)?;
+        let rebuilt = Aggregate::try_new(Arc::new(input), group, aggr).map_err(df)?;
+        let schema = Arc::clone(&rebuilt.schema);
+        let mut renamed: HashMap<Column, Vec<Column>> = HashMap::new();
+        for (i, expr) in rebuilt.group_expr.iter().enumerate() {
+            if let Some(column) = bare_column(expr) {
+                renamed
+                    .entry(column.clone())
+                    .or_default()
+                    .push(output_column(&schema, i));
+            }
+        }
+        let person = output_column(&schema, rebuilt.group_expr.len() - 1);
+        self.notes.insert(
+            "person lineage (rule 3): a per-person subquery keeps the person as a group key"
+                .to_string(),
+        );
+        Ok(Node {
+            privacy: Privacy::Private(lineage.through(&renamed, person)),
+            plan: LogicalPlan::Aggregate(rebuilt),
+        })
+    }
+
+    fn window(&mut self, window: &Window) -> Result<Node, EngineError> {
+        let input = self.rewrite(&window.input)?;
+        if let Some(lineage) = input.privacy.lineage() {
+            for expr in &window.window_expr {
+                check_window(expr, lineage)?;
+            }
+        }
+        let exprs = named(&window.window_expr)?;
+        let rebuilt = Window::try_new(exprs, Arc::new(input.plan)).map_err(df)?;
+        Ok(Node {
+            plan: LogicalPlan::Window(rebuilt),
+            privacy: input.privacy,
+        })
+    }
+
+    fn join(&mut self, join: &Join) -> Result<Node, EngineError> {
+        let left = self.rewrite(&join.left)?;
+        let right = self.rewrite(&join.right)?;
+        let (left_lineage, right_lineage) = (left.privacy.lineage(), right.privacy.lineage());
+        let mut on = Vec::with_capacity(join.on.len() + 1);
+        for (l, r) in &join.on {
+            identifiers::check_join_key(l, left_lineage, r, right_lineage)?;
+            on.push((
+                side_channels::neutralise(l.clone())?,
+                side_channels::neutralise(r.clone())?,
+            ));
+        }
+        let place = join
+            .on
+            .first()
+            .and_then(|(l, _)| place_of(l))
+            .or_else(|| join.filter.as_ref().and_then(place_of));
+        if let Some(filter) = &join.filter {
+            let combined = combined_lineage(left_lineage, right_lineage);
+            if let Some(lineage) = &combined {
+                identifiers::check_condition(filter, lineage)?;
+            }
+        }
+        let filter = join
+            .filter
+            .clone()
+            .map(side_channels::neutralise)
+            .transpose()?;
+        let join_type = join.join_type;
+
+        match (left.privacy.clone(), right.privacy.clone()) {
+            (Privacy::Private(l), Privacy::Private(r)) => {
+                person_lineage::check_join_on_person(&on, &l, &r, place)?;
+                // Same person on both sides, whatever else the keys say.
+                on.push((col(l.person.clone()), col(r.person.clone())));
+                let rebuilt = rebuild_join(join, left.plan, right.plan, on, filter)?;
+                self.notes.insert(
+                    "person lineage (rule 3): joins of private tables also match on the person"
+                        .to_string(),
+                );
+                match join_type {
+                    JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => {
+                        Ok(Node { plan: rebuilt, privacy: Privacy::Private(l) })
+                    }
+                    JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => {
+                        Ok(Node { plan: rebuilt, privacy: Privacy::Private(r) })
+                    }
+                    _ => one_person_after_join(rebuilt, join_type, &l, &r),
+                }
+            }
+            (Privacy::Private(l), other) => {
+                if matches!(join_type, JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark) {
+                    return Err(filtered_by_private(place));
+                }
+                let _ = other;
+                let rebuilt = rebuild_join(join, left.plan, right.plan, on, filter)?;
+                Ok(Node { plan: rebuilt, privacy: Privacy::Private(l) })
+            }
+            (other, Privacy::Private(r)) => {
+                if matches!(join_type, JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark) {
+                    return Err(filtered_by_private(place));
+                }
+                let _ = other;
+                let rebuilt = rebuild_join(join, left.plan, right.plan, on, filter)?;
+                Ok(Node { plan: rebuilt, privacy: Privacy::Private(r) })
+            }
+            (l, r) => {
+                let privacy = if matches!(l, Privacy::Released) || matches!(r, Privacy::Released) {
+                    Privacy::Released
+                } else {
+                    Privacy::Public
+                };
+                let rebuilt = rebuild_join(join, left.plan, right.plan, on, filter)?;
+                Ok(Node { plan: rebuilt, privacy })
+            }
+        }
+    }
+
+    fn union(&mut self, union: &Union) -> Result<Node, EngineError> {
+        let inputs = union
+            .inputs
+            .iter()
+            .map(|input| self.rewrite(input))
+            .collect::<Result<Vec<_>, _>>()?;
+        let person_type = inputs.iter().find_map(|n| {
+            n.privacy.lineage().and_then(|l| {
+                n.plan
+                    .schema()
+                    .field_with_qualified_name(l.person.relation.as_ref()?, &l.person.name)
+                    .or_else(|_| n.plan.schema().field_with_unqualified_name(&l.person.name))
+                    .ok()
+                    .map(|f| f.data_type().clone())
+            })
+        });
+        let Some(person_type) = person_type else {
+            let privacy = if inputs.iter().any(|n| matches!(n.privacy, Privacy::Released)) {
+                Privacy::Released
+            } else {
+                Privacy::Public
+            };
+            let plans = inputs.into_iter().map(|n| Arc::new(n.plan)).collect();
+            let rebuilt = Union::try_new(plans).map_err(df)?;
+            return Ok(Node {
+                plan: LogicalPlan::Union(rebuilt),
+                privacy,
+            });
+        };
+
+        // Align every input as (user columns..., person) so that the union,
+        // which matches columns by position, carries the person last.
+        let mut aligned = Vec::with_capacity(inputs.len());
+        let mut identifier_positions: HashSet<usize> = HashSet::new();
+        let mut key_positions: Option<Vec<Vec<usize>>> = None;
+        for node in inputs {
+            let schema = Arc::clone(node.plan.schema());
+            let lineage = node.privacy.lineage().cloned();
+            let mut exprs = Vec::new();
+            let mut position_of: HashMap<Column, usize> = HashMap::new();
+            for i in 0..schema.fields().len() {
+                let column = output_column(&schema, i);
+                if lineage.as_ref().is_some_and(|l| l.person == column) {
+                    continue;
+                }
+                if lineage.as_ref().is_some_and(|l| l.is_identifier(&column)) {
+                    identifier_positions.insert(exprs.len());
+                }
+                position_of.insert(column.clone(), exprs.len());
+                exprs.push(Expr::Column(column));
+            }
+            let person_position = exprs.len();
+            match &lineage {
+                Some(l) => {
+                    exprs.push(col(l.person.clone()).alias(PERSON_COLUMN));
+                    let mut keys: Vec<Vec<usize>> = l
+                        .keys
+                        .iter()
+                        .filter_map(|key| key.iter().map(|c| position_of.get(c).copied()).collect())
+                        .collect();
+                    keys.push(vec![person_position]);
+                    key_positions = Some(match key_positions {
+                        None => keys,
+                        Some(previous) => previous.into_iter().filter(|k| keys.contains(k)).collect(),
+                    });
+                }
+                None => {
+                    let null = ScalarValue::try_from(&person_type).map_err(df)?;
+                    exprs.push(lit(null).alias(PERSON_COLUMN));
+                }
+            }
+            aligned.push(Arc::new(LogicalPlan::Projection(
+                Projection::try_new(exprs, Arc::new(node.plan)).map_err(df)?,
+            )));
+        }
+        let rebuilt = Union::try_new(aligned).map_err(df)?;
+        let schema = Arc::clone(&rebuilt.schema);
+        let last = schema.fields().len() - 1;
+        let lineage = PersonLineage {
+            person: output_column(&schema, last),
+            keys: key_positions
+                .unwrap_or_default()
+                .into_iter()
+                .map(|key| key.into_iter().map(|i| output_column(&schema, i)).collect())
+                .collect(),
+            identifiers: identifier_positions
+                .into_iter()
+                .map(|i| output_column(&schema, i))
+                .collect(),
+        };
+        Ok(Node {
+            plan: LogicalPlan::Union(rebuilt),
+            privacy: Privacy::Private(lineage),
+        })
+    }
+}
+
+/// Neutralises expressions that name output columns.
+fn named(exprs: &[Expr]) -> Result<Vec<Expr>, EngineError> {
+    exprs
+        .iter()
+        .map(|e| side_channels::neutralise_named(e.clone()).map_err(EngineError::from))
+        .collect()
+}
+
+fn reserved_name(name: &str) -> EngineError {
+    EngineError::InvalidQuery(format!(
+        "the name {name} is reserved: names starting with {RESERVED_PREFIX} belong to seuil"
+    ))
+}
+
+fn check_reserved_alias(expr: &Expr) -> Result<(), EngineError> {
+    if let Expr::Alias(alias) = expr
+        && alias.name.starts_with(RESERVED_PREFIX)
+    {
+        return Err(reserved_name(&alias.name));
+    }
+    Ok(())
+}
+
+fn filtered_by_private(place: Option<Place>) -> EngineError {
+    EngineError::Refused(
+        Refusal::new(
+            Rule::AggregatesOnly,
+            "rows of a public table filtered by the presence of private rows (IN or EXISTS over a private table) would reveal single persons' facts",
+            "count the private rows instead: join and GROUP BY, then filter on the counts",
+        )
+        .at(place),
+    )
+}
+
+fn combined_lineage(
+    left: Option<&PersonLineage>,
+    right: Option<&PersonLineage>,
+) -> Option<PersonLineage> {
+    match (left, right) {
+        (None, None) => None,
+        (Some(one), None) | (None, Some(one)) => Some(one.clone()),
+        (Some(l), Some(r)) => Some(PersonLineage {
+            person: l.person.clone(),
+            keys: Vec::new(),
+            identifiers: l.identifiers.union(&r.identifiers).cloned().collect(),
+        }),
+    }
+}
+
+fn rebuild_join(
+    join: &Join,
+    left: LogicalPlan,
+    right: LogicalPlan,
+    on: Vec<(Expr, Expr)>,
+    filter: Option<Expr>,
+) -> Result<LogicalPlan, EngineError> {
+    Ok(LogicalPlan::Join(
+        Join::try_new(
+            Arc::new(left),
+            Arc::new(right),
+            on,
+            filter,
+            join.join_type,
+            join.join_constraint,
+            join.null_equality,
+            join.null_aware,
+        )
+        .map_err(df)?,
+    ))
+}
+
+/// After an inner or outer join of two private sides, keep one person column.
+fn one_person_after_join(
+    joined: LogicalPlan,
+    join_type: JoinType,
+    left: &PersonLineage,
+    right: &PersonLineage,
+) -> Result<Node, EngineError> {
+    let schema = Arc::clone(joined.schema());
+    let mut exprs = Vec::with_capacity(schema.fields().len() - 1);
+    for i in 0..schema.fields().len() {
+        let column = output_column(&schema, i);
+        if column == left.person || column == right.person {
+            continue;
+        }
+        exprs.push(Expr::Column(column));
+    }
+    exprs.push(person_lineage::joined_person(join_type, &left.person, &right.person).alias(PERSON_COLUMN));
+    let projection = Projection::try_new(exprs, Arc::new(joined)).map_err(df)?;
+    let last = projection.schema.fields().len() - 1;
+    let person = output_column(&projection.schema, last);
+    let mut keys: Vec<Vec<Column>> = match join_type {
+        JoinType::Inner => left.keys.iter().chain(right.keys.iter()).cloned().collect(),
+        JoinType::Left => left.keys.clone(),
+        JoinType::Right => right.keys.clone(),
+        _ => Vec::new(),
+    };
+    keys.retain(|key| !key.contains(&left.person) && !key.contains(&right.person));
+    keys.push(vec![person.clone()]);
+    Ok(Node {
+        plan: LogicalPlan::Projection(projection),
+        privacy: Privacy::Private(PersonLineage {
+            person,
+            keys,
+            identifiers: left.identifiers.union(&right.identifiers).cloned().collect(),
+        }),
+    })
+}
+
+/// A window function over private rows must be partitioned by the person,
+/// and may not read identifiers.
+fn check_window(expr: &Expr, lineage: &PersonLineage) -> Result<(), EngineError> {
+    let mut outcome = Ok(());
+    let _ = expr.apply(|e| {
+        if let Expr::WindowFunction(window) = e {
+            outcome = check_one_window(window, lineage, e);
+            if outcome.is_err() {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    outcome
+}
+
+fn check_one_window(
+    window: &WindowFunction,
+    lineage: &PersonLineage,
+    expr: &Expr,
+) -> Result<(), EngineError> {
+    let partitioned: HashSet<Column> = person_lineage::bare_columns(&window.params.partition_by);
+    if !lineage.is_per_person(&partitioned) {
+        return Err(EngineError::Refused(
+            Refusal::new(
+                Rule::PersonLineage,
+                format!(
+                    "window function {} over private rows must be partitioned by the person; otherwise it mixes persons",
+                    window.fun.name()
+                ),
+                "add PARTITION BY a person key such as ben_nir_psa",
+            )
+            .at(place_of(expr)),
+        ));
+    }
+    if window.fun.name() != "count" {
+        for argument in &window.params.args {
+            if let Some(column) = identifiers::first_identifier(argument, lineage) {
+                return Err(EngineError::Refused(
+                    Refusal::new(
+                        Rule::Identifiers,
+                        format!(
+                            "column {} is an identifier and cannot be passed to {}",
+                            column.name,
+                            window.fun.name()
+                        ),
+                        "identifiers may be used to join, to count, and to partition per person",
+                    )
+                    .at(place_of_column(column)),
+                ));
+            }
+        }
+    }
+    for sort in &window.params.order_by {
+        identifiers::check_value(&sort.expr, lineage)?;
+    }
+    Ok(())
+}

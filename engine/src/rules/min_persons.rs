@@ -1,0 +1,169 @@
+//! Rule 2, persons, not rows, are counted.
+//!
+//! > Every released cell must cover at least `k` distinct persons (policy
+//! > `min_persons`, default 11). Count persons through the person id, even
+//! > when a query never mentions it, even after joins that repeat rows, and
+//! > even when one person holds several source ids. `HAVING` in the user's
+//! > query cannot lower the threshold.
+//!
+//! The released aggregate (an aggregate over private rows that is not per
+//! person) gains one more aggregate, `count(DISTINCT person)`. Its cells are
+//! computed first, where the data lives, and go through the release step
+//! ([`crate::release`]) before anything the user wrote above the aggregate
+//! (`HAVING`, `ORDER BY`, `LIMIT`, joins with code lists) sees them: in the
+//! rest of the plan the aggregate is replaced by a scan of the released cells.
+
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::default_table_source::provider_as_source;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{Column, TableReference, internal_err};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{
+    Aggregate, Expr, LogicalPlan, Projection, TableScanBuilder, col,
+};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::error::EngineError;
+
+/// Name of the per-cell distinct-person count in the cells plan.
+pub const PERSONS_COLUMN: &str = "__seuil_persons";
+
+/// Cells that passed the release step, read by the rest of the plan.
+#[derive(Debug)]
+pub struct ReleasedCells {
+    schema: SchemaRef,
+    cells: OnceLock<Vec<RecordBatch>>,
+}
+
+impl ReleasedCells {
+    fn new(schema: SchemaRef) -> Self {
+        Self {
+            schema,
+            cells: OnceLock::new(),
+        }
+    }
+
+    /// The schema of the released cells (positional names `c0`, `c1`, ...).
+    pub fn schema_ref(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Stores the released cells. They can be set once.
+    pub fn set(&self, batches: Vec<RecordBatch>) -> Result<(), EngineError> {
+        self.cells
+            .set(batches)
+            .map_err(|_| EngineError::Execution("released cells were set twice".into()))
+    }
+}
+
+#[async_trait]
+impl TableProvider for ReleasedCells {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let Some(cells) = self.cells.get() else {
+            // The release step has not run: fail closed rather than read nothing.
+            return internal_err!("released cells were read before the release step");
+        };
+        let exec = MemorySourceConfig::try_new_exec(
+            &[cells.clone()],
+            Arc::clone(&self.schema),
+            projection.cloned(),
+        )?;
+        Ok(exec)
+    }
+}
+
+/// One released aggregate: the plan of its cells and where the released
+/// cells go.
+#[derive(Debug, Clone)]
+pub struct ReleaseStep {
+    /// Position of the step in the query, from 0.
+    pub id: usize,
+    /// The aggregate with its extra per-cell columns (persons last).
+    pub cells: LogicalPlan,
+    /// Number of the aggregate's own output columns (before the extra ones).
+    pub output_columns: usize,
+    /// Number of group columns (the cell's coordinates) among them.
+    pub group_columns: usize,
+    /// Where the released cells are stored for the rest of the plan.
+    pub released: Arc<ReleasedCells>,
+}
+
+impl ReleaseStep {
+    /// The name of the released cells table in the rewritten plan.
+    pub fn table_name(&self) -> String {
+        format!("__seuil_cells_{}", self.id)
+    }
+}
+
+fn df(e: datafusion::error::DataFusionError) -> EngineError {
+    EngineError::Execution(format!("internal planning error: {e}"))
+}
+
+/// Builds the cells plan of a released aggregate and the node that replaces
+/// it in the rest of the plan: a projection of the released cells that has
+/// the aggregate's own column names and qualifiers.
+pub fn release_aggregate(
+    id: usize,
+    input: LogicalPlan,
+    group_expr: Vec<Expr>,
+    aggr_expr: Vec<Expr>,
+    person: &Column,
+) -> Result<(ReleaseStep, LogicalPlan), EngineError> {
+    let persons = datafusion::functions_aggregate::expr_fn::count_distinct(col(person.clone()))
+        .alias(PERSONS_COLUMN);
+    let mut cells_aggr = aggr_expr;
+    cells_aggr.push(persons);
+    let cells = Aggregate::try_new(Arc::new(input), group_expr, cells_aggr).map_err(df)?;
+    let group_columns = cells.group_expr_len().map_err(df)?;
+    let cells_schema = Arc::clone(&cells.schema);
+    let output_columns = cells_schema.fields().len() - 1;
+
+    let fields: Vec<Field> = (0..output_columns)
+        .map(|i| {
+            let field = cells_schema.field(i);
+            Field::new(format!("c{i}"), field.data_type().clone(), true)
+        })
+        .collect();
+    let released = Arc::new(ReleasedCells::new(Arc::new(Schema::new(fields))));
+    let step = ReleaseStep {
+        id,
+        cells: LogicalPlan::Aggregate(cells),
+        output_columns,
+        group_columns,
+        released: Arc::clone(&released),
+    };
+    let name = TableReference::bare(step.table_name());
+    let scan = TableScanBuilder::new(name.clone(), provider_as_source(released))
+        .build()
+        .map_err(df)?;
+    let exprs: Vec<Expr> = (0..output_columns)
+        .map(|i| {
+            let (qualifier, field) = cells_schema.qualified_field(i);
+            Expr::Column(Column::new(Some(name.clone()), format!("c{i}")))
+                .alias_qualified(qualifier.cloned(), field.name())
+        })
+        .collect();
+    let projection =
+        Projection::try_new(exprs, Arc::new(LogicalPlan::TableScan(scan))).map_err(df)?;
+    Ok((step, LogicalPlan::Projection(projection)))
+}

@@ -1,0 +1,209 @@
+//! Rule 3, person lineage through the whole plan.
+//!
+//! > The rewrite carries the person id (a hidden column) through projections,
+//! > filters, joins, unions, subqueries and CTEs, so that the final aggregate
+//! > can count distinct persons. Intermediate per-person aggregates are
+//! > allowed, since only the outer result is released. Joins between two
+//! > private relations must match on the person; anything that could mix
+//! > persons (cross-person joins, window functions not partitioned by the
+//! > person) is refused.
+//!
+//! Every scan of a private table becomes the raw table, filtered by the
+//! role's row filters, joined along the policy's `person_via` path to the
+//! person table, and projected to the columns the user's query saw plus the
+//! hidden [`PERSON_COLUMN`]. The joins are the engine's own: a query on
+//! `er_prs_f` counts persons without the user joining `ir_ben_r`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::catalog::default_table_source::provider_as_source;
+use datafusion::common::{Column, JoinType, TableReference};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableScan, col};
+use seuil_policies::{ColumnClass, Policy, TableKind};
+
+use crate::catalog::DataCatalog;
+use crate::error::{EngineError, Refusal, Rule};
+use crate::rewrite::lineage::{Node, PERSON_COLUMN, PersonLineage, Privacy, bare_column};
+use crate::rules::scopes;
+
+/// Builds the replacement of one user scan.
+pub struct ScanRewrite<'a> {
+    /// The policy.
+    pub policy: &'a Policy,
+    /// The raw tables.
+    pub data: &'a DataCatalog,
+    /// The role's row filters by table, unqualified.
+    pub row_filters: &'a std::collections::BTreeMap<String, Expr>,
+}
+
+fn df(e: datafusion::error::DataFusionError) -> EngineError {
+    EngineError::Execution(format!("internal planning error: {e}"))
+}
+
+impl ScanRewrite<'_> {
+    fn raw_scan(&self, table: &str, alias: TableReference) -> Result<LogicalPlanBuilder, EngineError> {
+        let provider = self
+            .data
+            .table(table)
+            .ok_or_else(|| EngineError::InvalidQuery(format!("table {table} not found")))?;
+        let mut builder =
+            LogicalPlanBuilder::scan(alias.clone(), provider_as_source(Arc::clone(provider)), None)
+                .map_err(df)?;
+        if let Some(filter) = self.row_filters.get(table) {
+            builder = builder
+                .filter(scopes::requalify(filter, &alias).map_err(df)?)
+                .map_err(df)?;
+        }
+        Ok(builder)
+    }
+
+    /// The rewritten scan: raw rows of the role's scope, with their person.
+    pub fn rewrite(&self, scan: &TableScan) -> Result<Node, EngineError> {
+        let table = scan.table_name.table().to_string();
+        let policy_table = self.policy.table(&table).ok_or_else(|| {
+            EngineError::InvalidQuery(format!("table {table} not found"))
+        })?;
+        let qualifier = scan.table_name.clone();
+        let visible: Vec<String> = scan
+            .projected_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+
+        if policy_table.kind == TableKind::Public {
+            let plan = self
+                .raw_scan(&table, qualifier.clone())?
+                .project(
+                    visible
+                        .iter()
+                        .map(|name| Expr::Column(Column::new(Some(qualifier.clone()), name))),
+                )
+                .map_err(df)?
+                .build()
+                .map_err(df)?;
+            return Ok(Node {
+                plan: with_scan_extras(plan, scan)?,
+                privacy: Privacy::Public,
+            });
+        }
+
+        // The table itself, under an internal name so that the path's tables
+        // never clash with the user's names.
+        let base = TableReference::bare("__seuil_t0");
+        let mut builder = self.raw_scan(&table, base.clone())?;
+        let mut person = Column::new(Some(base.clone()), &self.policy.person.column);
+        let mut current = base.clone();
+        for (step, link) in self.policy.path_to_person(&table).into_iter().enumerate() {
+            let alias = TableReference::bare(format!("__seuil_t{}", step + 1));
+            let right = self.raw_scan(&link.table, alias.clone())?.build().map_err(df)?;
+            let left_keys: Vec<Column> = link
+                .columns
+                .iter()
+                .map(|c| Column::new(Some(current.clone()), c))
+                .collect();
+            let right_keys: Vec<Column> = link
+                .references
+                .iter()
+                .map(|c| Column::new(Some(alias.clone()), c))
+                .collect();
+            builder = builder
+                .join(right, JoinType::Inner, (left_keys, right_keys), None)
+                .map_err(df)?;
+            person = Column::new(Some(alias.clone()), &self.policy.person.column);
+            current = alias;
+        }
+        let mut projection: Vec<Expr> = visible
+            .iter()
+            .map(|name| {
+                Expr::Column(Column::new(Some(base.clone()), name))
+                    .alias_qualified(Some(qualifier.clone()), name)
+            })
+            .collect();
+        projection.push(Expr::Column(person).alias_qualified(Some(qualifier.clone()), PERSON_COLUMN));
+        let plan = builder.project(projection).map_err(df)?.build().map_err(df)?;
+
+        let in_output = |name: &String| visible.contains(name);
+        let mut keys: Vec<Vec<Column>> = self
+            .policy
+            .person_keys(&table)
+            .into_iter()
+            .filter(|key| key.iter().all(in_output))
+            .map(|key| {
+                key.iter()
+                    .map(|c| Column::new(Some(qualifier.clone()), c))
+                    .collect()
+            })
+            .collect();
+        keys.push(vec![Column::new(Some(qualifier.clone()), PERSON_COLUMN)]);
+        let identifiers: HashSet<Column> = visible
+            .iter()
+            .filter(|c| policy_table.columns.get(*c).map(|p| p.class) == Some(ColumnClass::Identifier))
+            .map(|c| Column::new(Some(qualifier.clone()), c))
+            .collect();
+        Ok(Node {
+            plan: with_scan_extras(plan, scan)?,
+            privacy: Privacy::Private(PersonLineage {
+                person: Column::new(Some(qualifier), PERSON_COLUMN),
+                keys,
+                identifiers,
+            }),
+        })
+    }
+}
+
+/// A user plan is never optimized before the rewrite, so its scans carry no
+/// pushed filters or limits; if one ever does, keep its meaning.
+fn with_scan_extras(plan: LogicalPlan, scan: &TableScan) -> Result<LogicalPlan, EngineError> {
+    let mut builder = LogicalPlanBuilder::from(plan);
+    for filter in &scan.filters {
+        builder = builder.filter(filter.clone()).map_err(df)?;
+    }
+    if let Some(fetch) = scan.fetch {
+        builder = builder.limit(0, Some(fetch)).map_err(df)?;
+    }
+    builder.build().map_err(df)
+}
+
+/// The columns of `exprs` that are bare columns.
+pub fn bare_columns(exprs: &[Expr]) -> HashSet<Column> {
+    exprs.iter().filter_map(bare_column).cloned().collect()
+}
+
+/// Checks that a join of two private relations matches on the person: the
+/// equi-join keys must cover a person key of each side. Returns the refusal
+/// otherwise.
+pub fn check_join_on_person(
+    on: &[(Expr, Expr)],
+    left: &PersonLineage,
+    right: &PersonLineage,
+    place: Option<crate::error::Place>,
+) -> Result<(), Refusal> {
+    let left_columns: HashSet<Column> = on.iter().filter_map(|(l, _)| bare_column(l)).cloned().collect();
+    let right_columns: HashSet<Column> = on.iter().filter_map(|(_, r)| bare_column(r)).cloned().collect();
+    if left.is_per_person(&left_columns) && right.is_per_person(&right_columns) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            Rule::PersonLineage,
+            "a join of two private tables must match rows of the same person; this one could mix persons",
+            "join on the person's identifiers, for example ON a.ben_nir_psa = b.ben_nir_psa (or the stay key eta_num, rsa_num)",
+        )
+        .at(place))
+    }
+}
+
+/// The expression of the person column after a join of two private sides.
+pub fn joined_person(join_type: JoinType, left: &Column, right: &Column) -> Expr {
+    match join_type {
+        JoinType::Right | JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => {
+            col(right.clone())
+        }
+        JoinType::Full => datafusion::functions::core::expr_fn::coalesce(vec![
+            col(left.clone()),
+            col(right.clone()),
+        ]),
+        _ => col(left.clone()),
+    }
+}

@@ -1,0 +1,101 @@
+//! Finding (or, for the demo, generating) the data and opening the engine on
+//! it with the configured policy.
+
+use std::path::{Path, PathBuf};
+
+use seuil_engine::{Engine, EngineOptions};
+use seuil_policies::PolicySource;
+
+use crate::config::ServerConfig;
+
+/// Seed of the demo data, so that every demo shows the same numbers.
+pub const DEMO_SEED: u64 = 2026;
+
+/// Where data, policy and users come from, as flags override the configuration.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DataArgs {
+    /// Folder of Parquet tables (default: the configuration's, `data/demo`).
+    #[arg(long, env = "SEUIL_DATA")]
+    pub data: Option<PathBuf>,
+    /// Policy file (default: the shipped `policies/snds.toml`).
+    #[arg(long, env = "SEUIL_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Server configuration file (default: the embedded demo configuration).
+    #[arg(long, env = "SEUIL_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// The configuration, with the flags applied.
+    pub fn config(&self) -> anyhow::Result<ServerConfig> {
+        let mut config = ServerConfig::load(self.config.as_deref())?;
+        if let Some(data) = &self.data {
+            config.server.data = data.clone();
+        }
+        if let Some(policy) = &self.policy {
+            config.server.policy = Some(policy.clone());
+        }
+        Ok(config)
+    }
+}
+
+/// The policy file's text, or the shipped policy.
+pub fn policy_source(path: Option<&Path>) -> anyhow::Result<PolicySource> {
+    match path {
+        Some(path) => PolicySource::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the policy {}: {e}", path.display())),
+        None => Ok(PolicySource::new("policies/snds.toml (embedded)", seuil_policies::SNDS_POLICY)),
+    }
+}
+
+fn has_tables(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+        })
+        .unwrap_or(false)
+}
+
+/// Makes sure the data folder holds tables: for the demo, generates the
+/// synthetic SNDS on first run.
+pub fn ensure_demo_data(config: &ServerConfig) -> anyhow::Result<()> {
+    let dir = &config.server.data;
+    if has_tables(dir) {
+        return Ok(());
+    }
+    if config.server.demo_persons == 0 {
+        anyhow::bail!(
+            "the data folder {} holds no Parquet tables; point --data at your data or generate the synthetic SNDS with `seuil gen --out {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    eprintln!(
+        "No data in {}: generating the synthetic SNDS ({} persons, seed {DEMO_SEED}), once.",
+        dir.display(),
+        config.server.demo_persons
+    );
+    crate::cli::generate::generate_with_progress(config.server.demo_persons, DEMO_SEED, dir)?;
+    Ok(())
+}
+
+/// Opens the engine on the configured data and policy, printing the policy's
+/// warnings.
+pub async fn open_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
+    ensure_demo_data(config)?;
+    let source = policy_source(config.server.policy.as_deref())?;
+    let options = EngineOptions {
+        memory_limit_bytes: Some(config.limits.memory_limit_mb.saturating_mul(1 << 20)),
+        target_partitions: None,
+        max_sql_bytes: config.limits.max_sql_bytes,
+        max_nesting: config.limits.max_nesting,
+    };
+    let (engine, warnings) = Engine::open_files(&source, &config.server.data, options).await?;
+    if !warnings.0.is_empty() {
+        eprintln!("{}", warnings.render(&source));
+    }
+    config.check_roles(engine.policy())?;
+    Ok(engine)
+}

@@ -1,0 +1,108 @@
+//! `seuil query`: runs a query in-process and prints the released cells and
+//! the release report.
+
+use std::process::ExitCode;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
+use seuil_engine::{ReleaseReport, User};
+
+use crate::cli::data::{DataArgs, open_engine};
+
+/// How to print the result.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum Format {
+    /// An aligned text table.
+    #[default]
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// A JSON array of objects.
+    Json,
+}
+
+/// Arguments of `seuil query`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueryArgs {
+    /// The user whose role applies.
+    #[arg(long)]
+    pub user: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Where the data, policy and users are.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The query.
+    pub sql: String,
+}
+
+/// Formats batches in one of the output formats.
+pub fn format_batches(batches: &[RecordBatch], format: Format) -> anyhow::Result<String> {
+    match format {
+        Format::Table => Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string()),
+        Format::Csv => {
+            let mut out = Vec::new();
+            {
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut out);
+                for batch in batches {
+                    writer.write(batch)?;
+                }
+            }
+            Ok(String::from_utf8(out)?)
+        }
+        Format::Json => {
+            let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+            for batch in batches {
+                writer.write(batch)?;
+            }
+            writer.finish()?;
+            let out = writer.into_inner();
+            Ok(if out.is_empty() { "[]".into() } else { String::from_utf8(out)? })
+        }
+    }
+}
+
+/// The release report, in one sentence.
+pub fn describe_report(report: &ReleaseReport) -> String {
+    let reasons: Vec<String> = report
+        .suppressed_by_reason
+        .iter()
+        .map(|(reason, n)| format!("{n} for {}", reason.as_str()))
+        .collect();
+    format!(
+        "{} cells released, {} suppressed{} (policy {} {}, {} mode, at least {} persons per cell)",
+        report.cells_released,
+        report.cells_suppressed,
+        if reasons.is_empty() { String::new() } else { format!(": {}", reasons.join(", ")) },
+        report.policy,
+        report.policy_version,
+        report.mode,
+        report.min_persons
+    )
+}
+
+/// Runs `seuil query`.
+pub async fn run(args: &QueryArgs) -> anyhow::Result<ExitCode> {
+    let config = args.data.config()?;
+    let engine = open_engine(&config).await?;
+    let Some(role) = config.role_of(&args.user) else {
+        eprintln!("error: unknown user {}", args.user);
+        return Ok(ExitCode::FAILURE);
+    };
+    let user = User::new(&args.user, role);
+    match engine.query(&user, &args.sql).await {
+        Ok(result) => {
+            let batches: Vec<RecordBatch> = result.stream.try_collect().await?;
+            println!("{}", format_batches(&batches, args.format)?);
+            eprintln!("{}", describe_report(&result.report));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

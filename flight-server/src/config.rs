@@ -1,0 +1,210 @@
+//! Server configuration: where the data and policy are, how to listen, the
+//! limits, and the users. Users are not policy: the policy says what a role
+//! may do, this file says who has which role and how they prove it.
+//!
+//! Every setting has a default, so `seuil serve` runs the demo with no file;
+//! `--config FILE` replaces the embedded demo configuration, and command-line
+//! flags and `SEUIL_*` environment variables override single settings.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The demo configuration, embedded: users `alice` (researcher) and `bob`
+/// (public), both with password `demo`, on loopback.
+pub const DEMO_CONFIG: &str = include_str!("../demo.toml");
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where to listen and what to serve.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Limits on queries.
+    #[serde(default)]
+    pub limits: Limits,
+    /// TLS, when set.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+    /// Users by name.
+    #[serde(default)]
+    pub users: BTreeMap<String, UserEntry>,
+}
+
+/// Where to listen and what to serve.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address of the Flight SQL service.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Folder of Parquet tables.
+    #[serde(default = "default_data")]
+    pub data: PathBuf,
+    /// Policy file; the shipped SNDS policy when omitted.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// Append-only, hash-chained audit log.
+    #[serde(default = "default_audit_log")]
+    pub audit_log: PathBuf,
+    /// When the data folder is empty, generate the synthetic SNDS with this
+    /// many persons (the demo). `0` disables generation.
+    #[serde(default = "default_demo_persons")]
+    pub demo_persons: u64,
+    /// Lifetime of a bearer token, in seconds.
+    #[serde(default = "default_token_seconds")]
+    pub token_lifetime_seconds: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+fn default_data() -> PathBuf {
+    PathBuf::from("data/demo")
+}
+fn default_audit_log() -> PathBuf {
+    PathBuf::from("data/audit.jsonl")
+}
+fn default_demo_persons() -> u64 {
+    100_000
+}
+fn default_token_seconds() -> u64 {
+    8 * 3600
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            data: default_data(),
+            policy: None,
+            audit_log: default_audit_log(),
+            demo_persons: default_demo_persons(),
+            token_lifetime_seconds: default_token_seconds(),
+        }
+    }
+}
+
+/// Limits on queries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Longest a query may run.
+    #[serde(default = "default_timeout")]
+    pub query_timeout_seconds: u64,
+    /// Memory of the query pool, shared by all queries; operators spill beyond it.
+    #[serde(default = "default_memory")]
+    pub memory_limit_mb: usize,
+    /// Queries one user may run at once.
+    #[serde(default = "default_concurrent")]
+    pub max_concurrent_queries_per_user: usize,
+    /// Longest SQL text, in bytes.
+    #[serde(default = "default_sql_bytes")]
+    pub max_sql_bytes: usize,
+    /// Deepest SQL nesting.
+    #[serde(default = "default_nesting")]
+    pub max_nesting: usize,
+}
+
+fn default_timeout() -> u64 {
+    300
+}
+fn default_memory() -> usize {
+    4096
+}
+fn default_concurrent() -> usize {
+    4
+}
+fn default_sql_bytes() -> usize {
+    100_000
+}
+fn default_nesting() -> usize {
+    64
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            query_timeout_seconds: default_timeout(),
+            memory_limit_mb: default_memory(),
+            max_concurrent_queries_per_user: default_concurrent(),
+            max_sql_bytes: default_sql_bytes(),
+            max_nesting: default_nesting(),
+        }
+    }
+}
+
+/// TLS settings: a certificate and key, and a client CA for mutual TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain of the server.
+    pub cert: PathBuf,
+    /// PEM private key of the server.
+    pub key: PathBuf,
+    /// PEM CA that client certificates must chain to (mutual TLS).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// One user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    /// Role in the policy.
+    pub role: String,
+    /// Argon2 hash of the password (`seuil hash-password` prints one).
+    pub password_hash: String,
+}
+
+impl ServerConfig {
+    /// Parses a configuration file's text.
+    pub fn parse(text: &str, name: &str) -> anyhow::Result<Self> {
+        toml::from_str(text).map_err(|e| {
+            let location = e
+                .span()
+                .map(|span| {
+                    let line = text[..span.start].matches('\n').count() + 1;
+                    let column = span.start - text[..span.start].rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("{name}:{line}:{column}")
+                })
+                .unwrap_or_else(|| name.to_string());
+            anyhow::anyhow!("{location}: error: {}", e.message().trim())
+        })
+    }
+
+    /// Reads the file at `path`, or the embedded demo configuration.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        match path {
+            None => Self::parse(DEMO_CONFIG, "demo configuration"),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                Self::parse(&text, &path.display().to_string())
+            }
+        }
+    }
+
+    /// The role of a user, if the user exists.
+    pub fn role_of(&self, user: &str) -> Option<&str> {
+        self.users.get(user).map(|u| u.role.as_str())
+    }
+
+    /// Checks that every user's role exists in the policy.
+    pub fn check_roles(&self, policy: &seuil_policies::Policy) -> anyhow::Result<()> {
+        for (name, user) in &self.users {
+            if !policy.roles.contains_key(&user.role) {
+                anyhow::bail!(
+                    "user {name} has role {}, which the policy {} does not define (roles: {})",
+                    user.role,
+                    policy.name,
+                    policy.roles.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
+}
