@@ -1,1 +1,50 @@
-fn main() {}
+//! # seuil-bench: seuil's benchmark runner
+//!
+//! One program with a subcommand per suite, data generation built in, a
+//! table on standard output and JSON for the record (`--json FILE`). Every
+//! suite compares within one run (seuil against raw DataFusion on the same
+//! SQL and data, the server against the engine in-process) and reports
+//! ratios. Run it in release: `cargo run --release -p seuil-benchmarks --
+//! <suite> ...`. Benchmarks are not tests: nothing here asserts a time.
+
+mod report;
+mod suites;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "seuil-bench", about = "seuil benchmark suites")]
+struct Cli {
+    #[command(subcommand)]
+    suite: Suite,
+    /// Also write the results as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Suite {
+    /// Synthetic SNDS generation: persons per second.
+    Gen(suites::generation::Args),
+    /// Typical statistician queries: seuil against raw DataFusion.
+    Queries(suites::queries::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = match cli.suite {
+        Suite::Gen(args) => suites::generation::run(&args)?,
+        Suite::Queries(args) => runtime.block_on(suites::queries::run(&args))?,
+    };
+    println!("{}", report.to_table());
+    if let Some(path) = cli.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

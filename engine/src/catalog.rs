@@ -26,7 +26,10 @@ impl DataCatalog {
     /// Opens every `*.parquet` file of `dir` as a table named after the file.
     pub async fn open(dir: &Path, options: &crate::EngineOptions) -> Result<Self, EngineError> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
-            EngineError::Setup(format!("cannot read the data folder {}: {e}", dir.display()))
+            EngineError::Setup(format!(
+                "cannot read the data folder {}: {e}",
+                dir.display()
+            ))
         })?;
         let mut files = BTreeMap::new();
         for entry in entries {
@@ -57,9 +60,10 @@ impl DataCatalog {
                 .map_err(|e| {
                     EngineError::Setup(format!("cannot open {} as Parquet: {e}", path.display()))
                 })?;
-            let provider = ctx.table_provider(name.as_str()).await.map_err(|e| {
-                EngineError::Setup(format!("cannot open {}: {e}", path.display()))
-            })?;
+            let provider = ctx
+                .table_provider(name.as_str())
+                .await
+                .map_err(|e| EngineError::Setup(format!("cannot open {}: {e}", path.display())))?;
             tables.insert(name, provider);
         }
         Ok(Self {
@@ -69,7 +73,10 @@ impl DataCatalog {
     }
 
     /// A catalog from tables already opened (tests, benchmarks).
-    pub fn from_tables(location: PathBuf, tables: BTreeMap<String, Arc<dyn TableProvider>>) -> Self {
+    pub fn from_tables(
+        location: PathBuf,
+        tables: BTreeMap<String, Arc<dyn TableProvider>>,
+    ) -> Self {
         Self { location, tables }
     }
 

@@ -11,7 +11,7 @@ use seuil_policies::Role;
 
 use crate::error::EngineError;
 use crate::rewrite::RewrittenQuery;
-use crate::rules::min_persons::PERSONS_COLUMN;
+use crate::rules::magnitudes::PERSONS_COLUMN;
 
 /// A rewritten query, explained.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +32,11 @@ fn df(e: datafusion::error::DataFusionError) -> EngineError {
 
 /// The threshold of the release step as a filter, so that the whole rewrite
 /// reads as SQL. (The release step itself runs on the computed cells.)
-fn release_as_plan(cells: &LogicalPlan, outputs: usize, role: &Role) -> Result<LogicalPlan, EngineError> {
+fn release_as_plan(
+    cells: &LogicalPlan,
+    outputs: usize,
+    role: &Role,
+) -> Result<LogicalPlan, EngineError> {
     let threshold = col(Column::from_name(PERSONS_COLUMN)).gt_eq(lit(i64::from(role.min_persons)));
     let filtered = Filter::try_new(threshold, Arc::new(cells.clone())).map_err(df)?;
     let schema = Arc::clone(cells.schema());
@@ -53,7 +57,7 @@ pub fn explain(rewritten: &RewrittenQuery, role: &Role) -> Result<Explanation, E
     let mut ctes = Vec::new();
     let mut sql_ok = true;
     for step in &rewritten.releases {
-        let released = release_as_plan(&step.cells, step.output_columns, role)?;
+        let released = release_as_plan(&step.cells, step.layout.output_columns, role)?;
         plan_text.push_str(&format!(
             "{} (released cells, threshold {} persons):\n{}\n\n",
             step.table_name(),

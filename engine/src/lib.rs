@@ -13,6 +13,11 @@
 //! - the released aggregate counts distinct persons per cell, and cells under
 //!   `min_persons` are suppressed before `HAVING`, `ORDER BY` and `LIMIT`
 //!   ([`rules::min_persons`], [`release`]);
+//! - sums of sensitive columns are clamped per person and protected by the
+//!   dominance rules, order statistics leave out the extreme persons
+//!   ([`rules::magnitudes`]), tables with margins get secondary suppression
+//!   checked by an attacker's linear program ([`rules::margins`]), and
+//!   released counts and sums may be rounded after suppression;
 //! - row-level results, identifiers, person-mixing joins and windows,
 //!   data-dependent errors and writes are refused or neutralised
 //!   ([`rules::aggregates_only`], [`rules::identifiers`],
@@ -66,13 +71,14 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use seuil_policies::{Diagnostics, Mode, Policy, PolicySource, Role};
 
 pub use catalog::DataCatalog;
 pub use error::{EngineError, Place, Refusal, Rule};
 pub use explain::Explanation;
-pub use release::{ReleaseReport, SuppressionReason};
+pub use release::{ReleaseReport, SuppressedCell, SuppressionReason};
 
 /// A user as the engine sees one: a name for the audit and a role for the rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +122,16 @@ impl Default for EngineOptions {
             max_nesting: 64,
         }
     }
+}
+
+/// A checked query, not yet run.
+#[derive(Debug, Clone)]
+pub struct PreparedQuery {
+    /// One field per parameter (`1`, `2`, ...), typed when the planner could
+    /// infer the type, `Null` otherwise.
+    pub parameters: SchemaRef,
+    /// The schema of the result, with the static release metadata.
+    pub result: SchemaRef,
 }
 
 /// The result of a query: released cells as a stream, and the release report.
@@ -211,11 +227,16 @@ impl Engine {
     }
 
     /// An engine over a validated policy and opened data.
-    pub fn new(policy: Policy, data: DataCatalog, options: EngineOptions) -> Result<Engine, EngineError> {
+    pub fn new(
+        policy: Policy,
+        data: DataCatalog,
+        options: EngineOptions,
+    ) -> Result<Engine, EngineError> {
         let runtime = runtime(&options)?;
         let mut roles = BTreeMap::new();
         for role in policy.roles.values() {
-            let ctx = SessionContext::new_with_config_rt(session_config(&options), Arc::clone(&runtime));
+            let ctx =
+                SessionContext::new_with_config_rt(session_config(&options), Arc::clone(&runtime));
             rules::scopes::register_scoped_tables(&ctx, &policy, role, &data)?;
             let row_filters = rules::scopes::parse_row_filters(&ctx, role, &data)?;
             roles.insert(role.name.clone(), RoleRuntime { ctx, row_filters });
@@ -276,9 +297,12 @@ impl Engine {
         &self,
         user: &User,
         sql: &str,
+        params: &[ScalarValue],
     ) -> Result<(&Role, &RoleRuntime, rewrite::RewrittenQuery), EngineError> {
         let (role, runtime) = self.role(user)?;
-        let plan = query::plan_user_query(&runtime.ctx, sql, self.inner.options.max_sql_bytes).await?;
+        let plan =
+            query::plan_user_query(&runtime.ctx, sql, self.inner.options.max_sql_bytes, params)
+                .await?;
         let rewritten = rewrite::PrivacyRewrite::new(
             &self.inner.policy,
             role,
@@ -289,17 +313,65 @@ impl Engine {
         Ok((role, runtime, rewritten))
     }
 
-    /// The schema a query's result will have, without running it (for
-    /// prepared statements). It carries no release metadata.
-    pub async fn result_schema(&self, user: &User, sql: &str) -> Result<SchemaRef, EngineError> {
-        let (_, _, rewritten) = self.rewrite(user, sql).await?;
-        Ok(Arc::new(rewritten.plan.schema().as_arrow().clone()))
+    /// Checks a query without running it, for prepared statements: its
+    /// parameters (`$1`, `$2`, ...) and the schema its result will have. The
+    /// schema carries the static release metadata (policy, mode, threshold);
+    /// the counts of released cells come with each result.
+    pub async fn prepare(&self, user: &User, sql: &str) -> Result<PreparedQuery, EngineError> {
+        let (role, runtime) = self.role(user)?;
+        let plan =
+            query::plan_statement(&runtime.ctx, sql, self.inner.options.max_sql_bytes).await?;
+        let fields = query::parameter_fields(&plan)?;
+        // Typed NULLs stand for the parameters while the rewrite checks the query.
+        let placeholders: Vec<ScalarValue> = fields
+            .iter()
+            .map(|(_, field)| {
+                field
+                    .as_ref()
+                    .and_then(|f| ScalarValue::try_from(f.data_type()).ok())
+                    .unwrap_or(ScalarValue::Null)
+            })
+            .collect();
+        let parameters = Arc::new(Schema::new(
+            fields
+                .iter()
+                .map(|(id, field)| {
+                    let data_type = field
+                        .as_ref()
+                        .map_or(datafusion::arrow::datatypes::DataType::Null, |f| {
+                            f.data_type().clone()
+                        });
+                    datafusion::arrow::datatypes::Field::new(
+                        id.trim_start_matches('$'),
+                        data_type,
+                        true,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        ));
+        let (_, _, rewritten) = self.rewrite(user, sql, &placeholders).await?;
+        let report = ReleaseReport::new(&self.inner.policy, role);
+        let result = Arc::new(Schema::new_with_metadata(
+            rewritten.plan.schema().as_arrow().fields().clone(),
+            report.static_metadata(),
+        ));
+        Ok(PreparedQuery { parameters, result })
     }
 
     /// Runs a query for a user: checks and rewrites it, computes and
     /// releases its cells, and streams the result.
     pub async fn query(&self, user: &User, sql: &str) -> Result<QueryResult, EngineError> {
-        let (role, runtime, rewritten) = self.rewrite(user, sql).await?;
+        self.query_with_params(user, sql, Vec::new()).await
+    }
+
+    /// Runs a query whose `$1`, `$2`, ... parameters take `params`, in order.
+    pub async fn query_with_params(
+        &self,
+        user: &User,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryResult, EngineError> {
+        let (role, runtime, rewritten) = self.rewrite(user, sql, &params).await?;
         let mut report = ReleaseReport::new(&self.inner.policy, role);
         for step in &rewritten.releases {
             let cells = query::collect(&runtime.ctx, step.cells.clone()).await?;
@@ -314,10 +386,11 @@ impl Engine {
         let output_schema = Arc::clone(&schema);
         let released = stream.map(move |batch| {
             batch
-                .and_then(|b| b.with_schema(Arc::clone(&output_schema)).map_err(DataFusionError::from))
-                .map_err(|e| {
-                    DataFusionError::Execution(query::execution_error(e).to_string())
+                .and_then(|b| {
+                    b.with_schema(Arc::clone(&output_schema))
+                        .map_err(DataFusionError::from)
                 })
+                .map_err(|e| DataFusionError::Execution(query::execution_error(e).to_string()))
         });
         Ok(QueryResult {
             schema: Arc::clone(&schema),
@@ -329,7 +402,7 @@ impl Engine {
 
     /// Shows how a query is rewritten, without running it.
     pub async fn explain(&self, user: &User, sql: &str) -> Result<Explanation, EngineError> {
-        let (role, _, rewritten) = self.rewrite(user, sql).await?;
+        let (role, _, rewritten) = self.rewrite(user, sql, &[]).await?;
         explain::explain(&rewritten, role)
     }
 }

@@ -16,6 +16,7 @@ use datafusion::optimizer::rewrite_set_comparison::RewriteSetComparison;
 use datafusion::optimizer::scalar_subquery_to_join::ScalarSubqueryToJoin;
 use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::prelude::SessionContext;
+use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::parser::ParserError;
 
 use crate::error::EngineError;
@@ -89,22 +90,22 @@ pub(crate) async fn plan_user_query(
     ctx: &SessionContext,
     sql: &str,
     max_sql_bytes: usize,
+    params: &[ScalarValue],
 ) -> Result<LogicalPlan, EngineError> {
+    let plan = plan_statement(ctx, sql, max_sql_bytes).await?;
+    let plan = if params.is_empty() {
+        plan
+    } else {
+        plan.with_param_values(params.to_vec())
+            .map_err(planning_error)?
+    };
+    let state = ctx.state();
     if sql.len() > max_sql_bytes {
         return Err(EngineError::Limit(format!(
             "the query is {} bytes long; the limit is {max_sql_bytes}",
             sql.len()
         )));
     }
-    let state = ctx.state();
-    let statement = state
-        .sql_to_statement(sql, &Dialect::Generic)
-        .map_err(planning_error)?;
-    read_only::check_statement(&statement)?;
-    let plan = state
-        .statement_to_plan(statement)
-        .await
-        .map_err(planning_error)?;
     let analyzed = state
         .analyzer()
         .execute_and_check(plan, state.config_options(), |_, _| {})
@@ -123,13 +124,57 @@ pub(crate) async fn plan_user_query(
         .map_err(planning_error)
 }
 
+/// Parses and plans one query statement, refusing every other statement.
+pub(crate) async fn plan_statement(
+    ctx: &SessionContext,
+    sql: &str,
+    max_sql_bytes: usize,
+) -> Result<LogicalPlan, EngineError> {
+    if sql.len() > max_sql_bytes {
+        return Err(EngineError::Limit(format!(
+            "the query is {} bytes long; the limit is {max_sql_bytes}",
+            sql.len()
+        )));
+    }
+    let state = ctx.state();
+    let statement = state
+        .sql_to_statement(sql, &Dialect::Generic)
+        .map_err(planning_error)?;
+    read_only::check_statement(&statement)?;
+    state
+        .statement_to_plan(statement)
+        .await
+        .map_err(planning_error)
+}
+
+/// The query's parameters (`$1`, `$2`, ...) in order, with their types when
+/// the planner could infer them.
+pub(crate) fn parameter_fields(
+    plan: &LogicalPlan,
+) -> Result<Vec<(String, Option<datafusion::arrow::datatypes::FieldRef>)>, EngineError> {
+    let mut fields: Vec<_> = plan
+        .get_parameter_fields()
+        .map_err(planning_error)?
+        .into_iter()
+        .collect();
+    fields.sort_by_key(|(id, _)| {
+        id.trim_start_matches('$')
+            .parse::<usize>()
+            .unwrap_or(usize::MAX)
+    });
+    Ok(fields)
+}
+
 /// Runs a plan and collects its (small) result: the cells of one released
 /// aggregate.
 pub(crate) async fn collect(
     ctx: &SessionContext,
     plan: LogicalPlan,
 ) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>, EngineError> {
-    let frame = ctx.execute_logical_plan(plan).await.map_err(planning_error)?;
+    let frame = ctx
+        .execute_logical_plan(plan)
+        .await
+        .map_err(planning_error)?;
     frame.collect().await.map_err(execution_error)
 }
 
@@ -138,6 +183,9 @@ pub(crate) async fn stream(
     ctx: &SessionContext,
     plan: LogicalPlan,
 ) -> Result<SendableRecordBatchStream, EngineError> {
-    let frame = ctx.execute_logical_plan(plan).await.map_err(planning_error)?;
+    let frame = ctx
+        .execute_logical_plan(plan)
+        .await
+        .map_err(planning_error)?;
     frame.execute_stream().await.map_err(execution_error)
 }

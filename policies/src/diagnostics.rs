@@ -95,10 +95,7 @@ impl Diagnostic {
         match &self.span {
             Some(span) => {
                 let (line, column) = source.line_column(span.start);
-                format!(
-                    "{}:{line}:{column}: {level}: {}",
-                    source.name, self.message
-                )
+                format!("{}:{line}:{column}: {level}: {}", source.name, self.message)
             }
             None => format!("{}: {level}: {}", source.name, self.message),
         }

@@ -199,11 +199,7 @@ impl Policy {
 
     /// The class of a column, if the policy lists it.
     pub fn column_class(&self, table: &str, column: &str) -> Option<ColumnClass> {
-        self.tables
-            .get(table)?
-            .columns
-            .get(column)
-            .map(|c| c.class)
+        self.tables.get(table)?.columns.get(column).map(|c| c.class)
     }
 
     /// The links from `table` to the person table, in order. Empty for the

@@ -177,7 +177,12 @@ fn build_tables(raw: &RawPolicy, out: &mut Diagnostics) -> BTreeMap<String, Tabl
             let link = link.value();
             Link {
                 table: link.table.value().clone(),
-                columns: link.columns.value().iter().map(|c| c.value().clone()).collect(),
+                columns: link
+                    .columns
+                    .value()
+                    .iter()
+                    .map(|c| c.value().clone())
+                    .collect(),
                 references: link
                     .references
                     .value()
@@ -292,7 +297,10 @@ fn check_paths(raw: &RawPolicy, tables: &BTreeMap<String, TablePolicy>, out: &mu
         let Some(target) = tables.get(target_name) else {
             out.error(
                 link_value.table.at(),
-                format!("person_via of {} names unknown table {target_name}", name.value()),
+                format!(
+                    "person_via of {} names unknown table {target_name}",
+                    name.value()
+                ),
             );
             continue;
         };
@@ -308,7 +316,10 @@ fn check_paths(raw: &RawPolicy, tables: &BTreeMap<String, TablePolicy>, out: &mu
         let columns = link_value.columns.value();
         let references = link_value.references.value();
         if columns.is_empty() {
-            out.error(link_value.columns.at(), "person_via needs at least one column");
+            out.error(
+                link_value.columns.at(),
+                "person_via needs at least one column",
+            );
         }
         if columns.len() != references.len() {
             out.error(
@@ -348,7 +359,9 @@ fn check_paths(raw: &RawPolicy, tables: &BTreeMap<String, TablePolicy>, out: &mu
             let Some(column) = columns.get(position) else {
                 continue;
             };
-            let own_class = own.and_then(|t| t.columns.get(column.value())).map(|c| c.class);
+            let own_class = own
+                .and_then(|t| t.columns.get(column.value()))
+                .map(|c| c.class);
             if referenced.class == ColumnClass::Identifier
                 && own_class.is_some_and(|c| c != ColumnClass::Identifier)
             {
@@ -410,7 +423,10 @@ fn build_roles(
 ) -> BTreeMap<String, Role> {
     let mut roles = BTreeMap::new();
     if raw.roles.is_empty() {
-        out.error(raw.policy.at(), "the policy defines no [roles.NAME]; nobody could query");
+        out.error(
+            raw.policy.at(),
+            "the policy defines no [roles.NAME]; nobody could query",
+        );
     }
     for (name, role) in &raw.roles {
         let role = role.value();
@@ -438,14 +454,20 @@ fn build_roles(
                 out.error(value.n.at(), "dominance n must be at least 1");
             }
             if !(k > 0.0 && k < 100.0) {
-                out.error(value.k.at(), "dominance k is a percentage strictly between 0 and 100");
+                out.error(
+                    value.k.at(),
+                    "dominance k is a percentage strictly between 0 and 100",
+                );
             }
             Dominance { n, k }
         });
         let p_percent = role.p_percent.as_ref().map(|p| {
             let value = *p.value();
             if !(value > 0.0 && value < 100.0) {
-                out.error(p.at(), "p_percent is a percentage strictly between 0 and 100");
+                out.error(
+                    p.at(),
+                    "p_percent is a percentage strictly between 0 and 100",
+                );
             }
             value
         });
@@ -455,16 +477,16 @@ fn build_roles(
             }
             *r.value()
         });
-        let protection_percent = role
-            .protection_percent
-            .as_ref()
-            .map_or(DEFAULT_PROTECTION_PERCENT, |p| {
-                let value = *p.value();
-                if !(value > 0.0 && value <= 100.0) {
-                    out.error(p.at(), "protection_percent is a percentage in (0, 100]");
-                }
-                value
-            });
+        let protection_percent =
+            role.protection_percent
+                .as_ref()
+                .map_or(DEFAULT_PROTECTION_PERCENT, |p| {
+                    let value = *p.value();
+                    if !(value > 0.0 && value <= 100.0) {
+                        out.error(p.at(), "protection_percent is a percentage in (0, 100]");
+                    }
+                    value
+                });
         let order_statistics = role
             .order_statistics
             .as_ref()
@@ -528,7 +550,10 @@ fn build_dp(
             let budget = *dp.epsilon_budget.value();
             let per_query = *dp.epsilon_per_query.value();
             if !(budget.is_finite() && budget > 0.0) {
-                out.error(dp.epsilon_budget.at(), "epsilon_budget must be a positive number");
+                out.error(
+                    dp.epsilon_budget.at(),
+                    "epsilon_budget must be a positive number",
+                );
             }
             if !(per_query.is_finite() && per_query > 0.0 && per_query <= budget) {
                 out.error(
@@ -609,7 +634,10 @@ fn build_scopes(
                             ),
                         );
                     } else if !columns.insert(column.value().clone()) {
-                        out.error(column.at(), format!("column {} is listed twice", column.value()));
+                        out.error(
+                            column.at(),
+                            format!("column {} is listed twice", column.value()),
+                        );
                     }
                 }
                 columns
@@ -619,7 +647,13 @@ fn build_scopes(
             check_row_filter(filter, table, out);
             filter.value().clone()
         });
-        scopes.insert(table_name.value().clone(), TableScope { columns, row_filter });
+        scopes.insert(
+            table_name.value().clone(),
+            TableScope {
+                columns,
+                row_filter,
+            },
+        );
     }
     scopes
 }
@@ -646,7 +680,10 @@ fn check_row_filter(filter: &Located<String>, table: &TablePolicy, out: &mut Dia
         Err(error) => {
             out.error(
                 Some(span),
-                format!("row_filter of {} is not a SQL condition: {error}", table.name),
+                format!(
+                    "row_filter of {} is not a SQL condition: {error}",
+                    table.name
+                ),
             );
             return;
         }
@@ -717,10 +754,17 @@ fn check_against_data(raw: &RawPolicy, data: &DataSchema, out: &mut Diagnostics)
                         "column {}.{} is not in the data (columns there: {})",
                         name.value(),
                         column.value(),
-                        data_columns.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>().join(", ")
+                        data_columns
+                            .iter()
+                            .map(|(c, _)| c.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ),
-                Some(ty) if *spec.value().class.value() == RawColumnClass::Sensitive && !ty.is_numeric() => {
+                Some(ty)
+                    if *spec.value().class.value() == RawColumnClass::Sensitive
+                        && !ty.is_numeric() =>
+                {
                     out.error(
                         column.at(),
                         format!(
@@ -733,7 +777,12 @@ fn check_against_data(raw: &RawPolicy, data: &DataSchema, out: &mut Diagnostics)
                 Some(_) => {}
             }
         }
-        let listed: BTreeSet<&str> = table.value().columns.keys().map(|c| c.value().as_str()).collect();
+        let listed: BTreeSet<&str> = table
+            .value()
+            .columns
+            .keys()
+            .map(|c| c.value().as_str())
+            .collect();
         let hidden: Vec<&str> = data_columns
             .iter()
             .map(|(c, _)| c.as_str())

@@ -36,7 +36,10 @@ tables.codes = {}
 
 /// Applies `from -> to` to the base policy and returns the rendered errors.
 fn errors_after(from: &str, to: &str) -> String {
-    assert!(BASE.contains(from), "test setup: {from:?} not in the base policy");
+    assert!(
+        BASE.contains(from),
+        "test setup: {from:?} not in the base policy"
+    );
     let source = PolicySource::new("tiny.toml", BASE.replacen(from, to, 1));
     let (policy, diagnostics) = check(&source, None);
     assert!(policy.is_none(), "expected the policy to be refused");
@@ -57,11 +60,7 @@ fn the_base_policy_and_the_shipped_policy_are_valid() {
     for (name, text) in [("tiny.toml", BASE), ("snds.toml", SNDS_POLICY)] {
         let source = PolicySource::new(name, text);
         let (policy, diagnostics) = check(&source, None);
-        assert!(
-            !diagnostics.has_errors(),
-            "{}",
-            diagnostics.render(&source)
-        );
+        assert!(!diagnostics.has_errors(), "{}", diagnostics.render(&source));
         assert!(policy.is_some());
     }
 }
@@ -318,7 +317,10 @@ fn person_keys_follow_links() {
     let policy = policy.unwrap();
     assert_eq!(
         policy.person_keys("ir_ben_r"),
-        vec![vec!["ben_nir_ano".to_string()], vec!["ben_nir_psa".to_string()]]
+        vec![
+            vec!["ben_nir_ano".to_string()],
+            vec!["ben_nir_psa".to_string()]
+        ]
     );
     assert_eq!(
         policy.person_keys("t_mco_c"),

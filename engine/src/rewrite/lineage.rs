@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Column, DFSchema};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 
@@ -25,9 +26,19 @@ pub struct PersonLineage {
     pub keys: Vec<Vec<Column>>,
     /// Output columns holding identifiers (rule 4).
     pub identifiers: HashSet<Column>,
+    /// Output columns holding magnitudes (rule 6), with the bounds that clamp
+    /// one person's contribution in a cell; `None` when the column is
+    /// computed from a sensitive column and has no bounds of its own.
+    pub sensitive: HashMap<Column, Option<(f64, f64)>>,
 }
 
 impl PersonLineage {
+    /// The sensitivity of a column: `None` when it is not sensitive,
+    /// `Some(bounds)` when it is (bounds `None` for derived magnitudes).
+    pub fn sensitivity(&self, column: &Column) -> Option<Option<(f64, f64)>> {
+        self.sensitive.get(column).copied()
+    }
+
     /// True when `column` holds an identifier.
     pub fn is_identifier(&self, column: &Column) -> bool {
         self.identifiers.contains(column)
@@ -61,10 +72,22 @@ impl PersonLineage {
                     .collect::<Option<Vec<Column>>>()
             })
             .collect();
+        let sensitive = self
+            .sensitive
+            .iter()
+            .flat_map(|(c, bounds)| {
+                renamed
+                    .get(c)
+                    .into_iter()
+                    .flatten()
+                    .map(move |out| (out.clone(), *bounds))
+            })
+            .collect();
         PersonLineage {
             person,
             keys,
             identifiers,
+            sensitive,
         }
     }
 
@@ -85,6 +108,11 @@ impl PersonLineage {
                 .map(|k| k.iter().map(by_name).collect())
                 .collect(),
             identifiers: self.identifiers.iter().map(by_name).collect(),
+            sensitive: self
+                .sensitive
+                .iter()
+                .map(|(c, b)| (by_name(c), *b))
+                .collect(),
         }
     }
 }
@@ -97,7 +125,7 @@ pub enum Privacy {
     /// Cells that passed the release rules: safe to combine like public data.
     Released,
     /// Rows that belong to persons.
-    Private(PersonLineage),
+    Private(Box<PersonLineage>),
 }
 
 impl Privacy {
@@ -127,6 +155,26 @@ pub fn bare_column(expr: &Expr) -> Option<&Column> {
         Expr::Alias(alias) => bare_column(&alias.expr),
         _ => None,
     }
+}
+
+/// The sensitivity of what an expression computes: `None` when it reads no
+/// sensitive column, the column's bounds when it is one bare sensitive
+/// column, and `Some(None)` (a magnitude without bounds) otherwise.
+pub fn expr_sensitivity(expr: &Expr, lineage: &PersonLineage) -> Option<Option<(f64, f64)>> {
+    if let Some(column) = bare_column(expr) {
+        return lineage.sensitivity(column);
+    }
+    let mut found = false;
+    let _ = expr.apply(|e| {
+        if let Expr::Column(column) = e
+            && lineage.sensitive.contains_key(column)
+        {
+            found = true;
+            return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    found.then_some(None)
 }
 
 /// The output column of position `index` of a schema.

@@ -18,8 +18,8 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::{
-    Aggregate, Expr, Filter, Join, JoinType, LogicalPlan, Projection, SubqueryAlias, Union,
-    Window, col, lit,
+    Aggregate, Expr, Filter, Join, JoinType, LogicalPlan, Projection, SubqueryAlias, Union, Window,
+    col, lit,
 };
 use seuil_policies::{Policy, Role};
 
@@ -79,9 +79,17 @@ pub struct PrivacyRewrite<'a> {
     row_filters: &'a BTreeMap<String, Expr>,
     releases: Vec<ReleaseStep>,
     notes: BTreeSet<String>,
+    person_columns: usize,
 }
 
 impl<'a> PrivacyRewrite<'a> {
+    /// A name for a new person column, unique in the plan, so that two
+    /// relations' person columns never clash in a join's schema.
+    fn fresh_person(&mut self) -> String {
+        self.person_columns += 1;
+        format!("{PERSON_COLUMN}_{}", self.person_columns)
+    }
+
     /// A rewrite for `role` of `policy` over `data`.
     pub fn new(
         policy: &'a Policy,
@@ -96,6 +104,7 @@ impl<'a> PrivacyRewrite<'a> {
             row_filters,
             releases: Vec::new(),
             notes: BTreeSet::new(),
+            person_columns: 0,
         }
     }
 
@@ -126,12 +135,13 @@ impl<'a> PrivacyRewrite<'a> {
                     });
                 }
                 let table = scan.table_name.table().to_string();
+                let person_name = self.fresh_person();
                 let node = person_lineage::ScanRewrite {
                     policy: self.policy,
                     data: self.data,
                     row_filters: self.row_filters,
                 }
-                .rewrite(scan)?;
+                .rewrite(scan, &person_name)?;
                 if let Privacy::Private(_) = node.privacy {
                     let path: Vec<&str> = self
                         .policy
@@ -140,7 +150,10 @@ impl<'a> PrivacyRewrite<'a> {
                         .map(|l| l.table.as_str())
                         .collect();
                     self.notes.insert(if path.is_empty() {
-                        format!("person lineage (rule 3): {table} holds the person {}", self.policy.person.column)
+                        format!(
+                            "person lineage (rule 3): {table} holds the person {}",
+                            self.policy.person.column
+                        )
                     } else {
                         format!(
                             "person lineage (rule 3): {table} reaches the person through {}",
@@ -252,8 +265,18 @@ impl<'a> PrivacyRewrite<'a> {
                     }
                 }
                 let person = output_column(&schema, rebuilt.expr.len() - 1);
+                let mut output = lineage.through(&renamed, person);
+                for (i, expr) in rebuilt.expr.iter().enumerate() {
+                    if bare_column(expr).is_none()
+                        && let Some(sensitivity) = lineage::expr_sensitivity(expr, &lineage)
+                    {
+                        output
+                            .sensitive
+                            .insert(output_column(&schema, i), sensitivity);
+                    }
+                }
                 Ok(Node {
-                    privacy: Privacy::Private(lineage.through(&renamed, person)),
+                    privacy: Privacy::Private(Box::new(output)),
                     plan: LogicalPlan::Projection(rebuilt),
                 })
             }
@@ -273,7 +296,9 @@ impl<'a> PrivacyRewrite<'a> {
         }
         let predicate = side_channels::neutralise(filter.predicate.clone())?;
         Ok(Node {
-            plan: LogicalPlan::Filter(Filter::try_new(predicate, Arc::new(input.plan)).map_err(df)?),
+            plan: LogicalPlan::Filter(
+                Filter::try_new(predicate, Arc::new(input.plan)).map_err(df)?,
+            ),
             privacy: input.privacy,
         })
     }
@@ -286,7 +311,9 @@ impl<'a> PrivacyRewrite<'a> {
         let rebuilt =
             SubqueryAlias::try_new(Arc::new(input.plan), alias.alias.clone()).map_err(df)?;
         let privacy = match input.privacy {
-            Privacy::Private(lineage) => Privacy::Private(lineage.requalified(&rebuilt.schema)),
+            Privacy::Private(lineage) => {
+                Privacy::Private(Box::new(lineage.requalified(&rebuilt.schema)))
+            }
             other => other,
         };
         Ok(Node {
@@ -317,7 +344,7 @@ impl<'a> PrivacyRewrite<'a> {
             identifiers::check_aggregate(expr, &lineage)?;
         }
         if !is_grouping_set && lineage.is_per_person(&grouped) {
-            return self.per_person_aggregate(aggregate, input.plan, lineage);
+            return self.per_person_aggregate(aggregate, input.plan, *lineage);
         }
 
         // The released aggregate: its cells leave, so they must cover enough persons.
@@ -327,8 +354,20 @@ impl<'a> PrivacyRewrite<'a> {
         let group = named(&aggregate.group_expr)?;
         let aggr = named(&aggregate.aggr_expr)?;
         let id = self.releases.len();
-        let (step, replacement) =
-            min_persons::release_aggregate(id, input.plan, group, aggr, &lineage.person)?;
+        let (step, replacement) = min_persons::release_aggregate(
+            id,
+            input.plan,
+            group,
+            aggr,
+            &aggregate.schema,
+            &lineage,
+            self.role,
+        )?;
+        if !step.layout.dominance.is_empty() {
+            self.notes.insert(
+                "magnitudes are protected (rule 6): each person's sum of a sensitive column is clamped to its bounds, and cells dominated by their largest persons are suppressed".to_string(),
+            );
+        }
         self.notes.insert(format!(
             "persons, not rows, are counted (rule 2): each cell counts distinct persons; cells of fewer than {} persons are suppressed before HAVING, ORDER BY and LIMIT",
             self.role.min_persons
@@ -363,12 +402,21 @@ impl<'a> PrivacyRewrite<'a> {
             }
         }
         let person = output_column(&schema, rebuilt.group_expr.len() - 1);
+        let mut output = lineage.through(&renamed, person);
+        let groups = rebuilt.group_expr.len();
+        for (i, expr) in rebuilt.aggr_expr.iter().enumerate() {
+            if let Some(sensitivity) = per_person_sensitivity(expr, &lineage) {
+                output
+                    .sensitive
+                    .insert(output_column(&schema, groups + i), sensitivity);
+            }
+        }
         self.notes.insert(
             "person lineage (rule 3): a per-person subquery keeps the person as a group key"
                 .to_string(),
         );
         Ok(Node {
-            privacy: Privacy::Private(lineage.through(&renamed, person)),
+            privacy: Privacy::Private(Box::new(output)),
             plan: LogicalPlan::Aggregate(rebuilt),
         })
     }
@@ -382,9 +430,23 @@ impl<'a> PrivacyRewrite<'a> {
         }
         let exprs = named(&window.window_expr)?;
         let rebuilt = Window::try_new(exprs, Arc::new(input.plan)).map_err(df)?;
+        let privacy = match input.privacy {
+            Privacy::Private(mut lineage) => {
+                let first = rebuilt.schema.fields().len() - rebuilt.window_expr.len();
+                for (i, expr) in rebuilt.window_expr.iter().enumerate() {
+                    if lineage::expr_sensitivity(expr, &lineage).is_some() {
+                        lineage
+                            .sensitive
+                            .insert(output_column(&rebuilt.schema, first + i), None);
+                    }
+                }
+                Privacy::Private(lineage)
+            }
+            other => other,
+        };
         Ok(Node {
             plan: LogicalPlan::Window(rebuilt),
-            privacy: input.privacy,
+            privacy,
         })
     }
 
@@ -429,30 +491,47 @@ impl<'a> PrivacyRewrite<'a> {
                         .to_string(),
                 );
                 match join_type {
-                    JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => {
-                        Ok(Node { plan: rebuilt, privacy: Privacy::Private(l) })
+                    JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => Ok(Node {
+                        plan: rebuilt,
+                        privacy: Privacy::Private(l),
+                    }),
+                    JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => Ok(Node {
+                        plan: rebuilt,
+                        privacy: Privacy::Private(r),
+                    }),
+                    _ => {
+                        let person_name = self.fresh_person();
+                        one_person_after_join(rebuilt, join_type, &l, &r, &person_name)
                     }
-                    JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => {
-                        Ok(Node { plan: rebuilt, privacy: Privacy::Private(r) })
-                    }
-                    _ => one_person_after_join(rebuilt, join_type, &l, &r),
                 }
             }
             (Privacy::Private(l), other) => {
-                if matches!(join_type, JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark) {
+                if matches!(
+                    join_type,
+                    JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark
+                ) {
                     return Err(filtered_by_private(place));
                 }
                 let _ = other;
                 let rebuilt = rebuild_join(join, left.plan, right.plan, on, filter)?;
-                Ok(Node { plan: rebuilt, privacy: Privacy::Private(l) })
+                Ok(Node {
+                    plan: rebuilt,
+                    privacy: Privacy::Private(l),
+                })
             }
             (other, Privacy::Private(r)) => {
-                if matches!(join_type, JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark) {
+                if matches!(
+                    join_type,
+                    JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark
+                ) {
                     return Err(filtered_by_private(place));
                 }
                 let _ = other;
                 let rebuilt = rebuild_join(join, left.plan, right.plan, on, filter)?;
-                Ok(Node { plan: rebuilt, privacy: Privacy::Private(r) })
+                Ok(Node {
+                    plan: rebuilt,
+                    privacy: Privacy::Private(r),
+                })
             }
             (l, r) => {
                 let privacy = if matches!(l, Privacy::Released) || matches!(r, Privacy::Released) {
@@ -461,7 +540,10 @@ impl<'a> PrivacyRewrite<'a> {
                     Privacy::Public
                 };
                 let rebuilt = rebuild_join(join, left.plan, right.plan, on, filter)?;
-                Ok(Node { plan: rebuilt, privacy })
+                Ok(Node {
+                    plan: rebuilt,
+                    privacy,
+                })
             }
         }
     }
@@ -483,7 +565,10 @@ impl<'a> PrivacyRewrite<'a> {
             })
         });
         let Some(person_type) = person_type else {
-            let privacy = if inputs.iter().any(|n| matches!(n.privacy, Privacy::Released)) {
+            let privacy = if inputs
+                .iter()
+                .any(|n| matches!(n.privacy, Privacy::Released))
+            {
                 Privacy::Released
             } else {
                 Privacy::Public
@@ -498,8 +583,10 @@ impl<'a> PrivacyRewrite<'a> {
 
         // Align every input as (user columns..., person) so that the union,
         // which matches columns by position, carries the person last.
+        let person_name = self.fresh_person();
         let mut aligned = Vec::with_capacity(inputs.len());
         let mut identifier_positions: HashSet<usize> = HashSet::new();
+        let mut sensitive_positions: HashMap<usize, Option<(f64, f64)>> = HashMap::new();
         let mut key_positions: Option<Vec<Vec<usize>>> = None;
         for node in inputs {
             let schema = Arc::clone(node.plan.schema());
@@ -514,13 +601,22 @@ impl<'a> PrivacyRewrite<'a> {
                 if lineage.as_ref().is_some_and(|l| l.is_identifier(&column)) {
                     identifier_positions.insert(exprs.len());
                 }
+                if let Some(bounds) = lineage.as_ref().and_then(|l| l.sensitivity(&column)) {
+                    let merged = match sensitive_positions.get(&exprs.len()) {
+                        None => bounds,
+                        Some(previous) => previous
+                            .zip(bounds)
+                            .map(|((a, b), (c, d))| (a.min(c), b.max(d))),
+                    };
+                    sensitive_positions.insert(exprs.len(), merged);
+                }
                 position_of.insert(column.clone(), exprs.len());
                 exprs.push(Expr::Column(column));
             }
             let person_position = exprs.len();
             match &lineage {
                 Some(l) => {
-                    exprs.push(col(l.person.clone()).alias(PERSON_COLUMN));
+                    exprs.push(col(l.person.clone()).alias(&person_name));
                     let mut keys: Vec<Vec<usize>> = l
                         .keys
                         .iter()
@@ -529,12 +625,14 @@ impl<'a> PrivacyRewrite<'a> {
                     keys.push(vec![person_position]);
                     key_positions = Some(match key_positions {
                         None => keys,
-                        Some(previous) => previous.into_iter().filter(|k| keys.contains(k)).collect(),
+                        Some(previous) => {
+                            previous.into_iter().filter(|k| keys.contains(k)).collect()
+                        }
                     });
                 }
                 None => {
                     let null = ScalarValue::try_from(&person_type).map_err(df)?;
-                    exprs.push(lit(null).alias(PERSON_COLUMN));
+                    exprs.push(lit(null).alias(&person_name));
                 }
             }
             aligned.push(Arc::new(LogicalPlan::Projection(
@@ -555,10 +653,14 @@ impl<'a> PrivacyRewrite<'a> {
                 .into_iter()
                 .map(|i| output_column(&schema, i))
                 .collect(),
+            sensitive: sensitive_positions
+                .into_iter()
+                .map(|(i, bounds)| (output_column(&schema, i), bounds))
+                .collect(),
         };
         Ok(Node {
             plan: LogicalPlan::Union(rebuilt),
-            privacy: Privacy::Private(lineage),
+            privacy: Privacy::Private(Box::new(lineage)),
         })
     }
 }
@@ -608,6 +710,12 @@ fn combined_lineage(
             person: l.person.clone(),
             keys: Vec::new(),
             identifiers: l.identifiers.union(&r.identifiers).cloned().collect(),
+            sensitive: l
+                .sensitive
+                .iter()
+                .chain(r.sensitive.iter())
+                .map(|(c, b)| (c.clone(), *b))
+                .collect(),
         }),
     }
 }
@@ -640,6 +748,7 @@ fn one_person_after_join(
     join_type: JoinType,
     left: &PersonLineage,
     right: &PersonLineage,
+    person_name: &str,
 ) -> Result<Node, EngineError> {
     let schema = Arc::clone(joined.schema());
     let mut exprs = Vec::with_capacity(schema.fields().len() - 1);
@@ -650,7 +759,9 @@ fn one_person_after_join(
         }
         exprs.push(Expr::Column(column));
     }
-    exprs.push(person_lineage::joined_person(join_type, &left.person, &right.person).alias(PERSON_COLUMN));
+    exprs.push(
+        person_lineage::joined_person(join_type, &left.person, &right.person).alias(person_name),
+    );
     let projection = Projection::try_new(exprs, Arc::new(joined)).map_err(df)?;
     let last = projection.schema.fields().len() - 1;
     let person = output_column(&projection.schema, last);
@@ -664,12 +775,45 @@ fn one_person_after_join(
     keys.push(vec![person.clone()]);
     Ok(Node {
         plan: LogicalPlan::Projection(projection),
-        privacy: Privacy::Private(PersonLineage {
+        privacy: Privacy::Private(Box::new(PersonLineage {
             person,
             keys,
-            identifiers: left.identifiers.union(&right.identifiers).cloned().collect(),
-        }),
+            identifiers: left
+                .identifiers
+                .union(&right.identifiers)
+                .cloned()
+                .collect(),
+            sensitive: left
+                .sensitive
+                .iter()
+                .chain(right.sensitive.iter())
+                .map(|(c, b)| (c.clone(), *b))
+                .collect(),
+        })),
     })
+}
+
+/// The sensitivity of a per-person aggregate's output: a person's sum,
+/// average, minimum, maximum or median of a bounded magnitude keeps its
+/// bounds (they bound a person's contribution in a cell); counts carry no
+/// magnitude; anything else computed from a magnitude has no bounds.
+fn per_person_sensitivity(expr: &Expr, lineage: &PersonLineage) -> Option<Option<(f64, f64)>> {
+    let inner = match expr {
+        Expr::Alias(alias) => alias.expr.as_ref(),
+        other => other,
+    };
+    if let Expr::AggregateFunction(function) = inner {
+        let name = function.func.name();
+        if name == "count" {
+            return None;
+        }
+        if let [argument] = function.params.args.as_slice()
+            && matches!(name, "sum" | "avg" | "mean" | "min" | "max" | "median")
+        {
+            return lineage::expr_sensitivity(argument, lineage);
+        }
+    }
+    lineage::expr_sensitivity(inner, lineage).map(|_| None)
 }
 
 /// A window function over private rows must be partitioned by the person,

@@ -86,7 +86,9 @@ pub fn check_condition(predicate: &Expr, lineage: &PersonLineage) -> Result<(), 
                     (None, None) => {}
                 }
             }
-            Expr::IsNull(inner) | Expr::IsNotNull(inner) if bare_column(inner).is_some() => continue,
+            Expr::IsNull(inner) | Expr::IsNotNull(inner) if bare_column(inner).is_some() => {
+                continue;
+            }
             _ => {}
         }
         if let Some(column) = first_identifier(conjunct, lineage) {

@@ -7,7 +7,8 @@
 //! > query cannot lower the threshold.
 //!
 //! The released aggregate (an aggregate over private rows that is not per
-//! person) gains one more aggregate, `count(DISTINCT person)`. Its cells are
+//! person) gains one more column, the count of distinct persons per cell
+//! (built with the magnitude rule's columns in [`crate::rules::magnitudes`]). Its cells are
 //! computed first, where the data lives, and go through the release step
 //! ([`crate::release`]) before anything the user wrote above the aggregate
 //! (`HAVING`, `ORDER BY`, `LIMIT`, joins with code lists) sees them: in the
@@ -20,19 +21,18 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::default_table_source::provider_as_source;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::DFSchemaRef;
 use datafusion::common::{Column, TableReference, internal_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::{
-    Aggregate, Expr, LogicalPlan, Projection, TableScanBuilder, col,
-};
+use datafusion::logical_expr::{Expr, LogicalPlan, Projection, TableScanBuilder};
 use datafusion::physical_plan::ExecutionPlan;
+use seuil_policies::Role;
 
 use crate::error::EngineError;
-
-/// Name of the per-cell distinct-person count in the cells plan.
-pub const PERSONS_COLUMN: &str = "__seuil_persons";
+use crate::rewrite::lineage::PersonLineage;
+use crate::rules::magnitudes::{self, CellsLayout};
 
 /// Cells that passed the release step, read by the rest of the plan.
 #[derive(Debug)]
@@ -84,7 +84,7 @@ impl TableProvider for ReleasedCells {
             return internal_err!("released cells were read before the release step");
         };
         let exec = MemorySourceConfig::try_new_exec(
-            &[cells.clone()],
+            std::slice::from_ref(cells),
             Arc::clone(&self.schema),
             projection.cloned(),
         )?;
@@ -98,12 +98,10 @@ impl TableProvider for ReleasedCells {
 pub struct ReleaseStep {
     /// Position of the step in the query, from 0.
     pub id: usize,
-    /// The aggregate with its extra per-cell columns (persons last).
+    /// The aggregate with its extra per-cell columns.
     pub cells: LogicalPlan,
-    /// Number of the aggregate's own output columns (before the extra ones).
-    pub output_columns: usize,
-    /// Number of group columns (the cell's coordinates) among them.
-    pub group_columns: usize,
+    /// What the cells plan's columns are.
+    pub layout: CellsLayout,
     /// Where the released cells are stored for the rest of the plan.
     pub released: Arc<ReleasedCells>,
 }
@@ -119,26 +117,23 @@ fn df(e: datafusion::error::DataFusionError) -> EngineError {
     EngineError::Execution(format!("internal planning error: {e}"))
 }
 
-/// Builds the cells plan of a released aggregate and the node that replaces
-/// it in the rest of the plan: a projection of the released cells that has
-/// the aggregate's own column names and qualifiers.
+/// Builds the cells plan of a released aggregate (see
+/// [`crate::rules::magnitudes`]) and the node that replaces the aggregate in
+/// the rest of the plan: a projection of the released cells with the
+/// aggregate's own column names and qualifiers.
 pub fn release_aggregate(
     id: usize,
     input: LogicalPlan,
     group_expr: Vec<Expr>,
     aggr_expr: Vec<Expr>,
-    person: &Column,
+    original_schema: &DFSchemaRef,
+    lineage: &PersonLineage,
+    role: &Role,
 ) -> Result<(ReleaseStep, LogicalPlan), EngineError> {
-    let persons = datafusion::functions_aggregate::expr_fn::count_distinct(col(person.clone()))
-        .alias(PERSONS_COLUMN);
-    let mut cells_aggr = aggr_expr;
-    cells_aggr.push(persons);
-    let cells = Aggregate::try_new(Arc::new(input), group_expr, cells_aggr).map_err(df)?;
-    let group_columns = cells.group_expr_len().map_err(df)?;
-    let cells_schema = Arc::clone(&cells.schema);
-    let output_columns = cells_schema.fields().len() - 1;
-
-    let fields: Vec<Field> = (0..output_columns)
+    let (cells, layout) =
+        magnitudes::cells_plan(input, group_expr, aggr_expr, original_schema, lineage, role)?;
+    let cells_schema = Arc::clone(cells.schema());
+    let fields: Vec<Field> = (0..layout.output_columns)
         .map(|i| {
             let field = cells_schema.field(i);
             Field::new(format!("c{i}"), field.data_type().clone(), true)
@@ -147,16 +142,15 @@ pub fn release_aggregate(
     let released = Arc::new(ReleasedCells::new(Arc::new(Schema::new(fields))));
     let step = ReleaseStep {
         id,
-        cells: LogicalPlan::Aggregate(cells),
-        output_columns,
-        group_columns,
+        cells,
+        layout,
         released: Arc::clone(&released),
     };
     let name = TableReference::bare(step.table_name());
     let scan = TableScanBuilder::new(name.clone(), provider_as_source(released))
         .build()
         .map_err(df)?;
-    let exprs: Vec<Expr> = (0..output_columns)
+    let exprs: Vec<Expr> = (0..step.layout.output_columns)
         .map(|i| {
             let (qualifier, field) = cells_schema.qualified_field(i);
             Expr::Column(Column::new(Some(name.clone()), format!("c{i}")))

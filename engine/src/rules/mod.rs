@@ -3,6 +3,8 @@
 
 pub mod aggregates_only;
 pub mod identifiers;
+pub mod magnitudes;
+pub mod margins;
 pub mod min_persons;
 pub mod person_lineage;
 pub mod read_only;

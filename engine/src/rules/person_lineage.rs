@@ -24,7 +24,7 @@ use seuil_policies::{ColumnClass, Policy, TableKind};
 
 use crate::catalog::DataCatalog;
 use crate::error::{EngineError, Refusal, Rule};
-use crate::rewrite::lineage::{Node, PERSON_COLUMN, PersonLineage, Privacy, bare_column};
+use crate::rewrite::lineage::{Node, PersonLineage, Privacy, bare_column};
 use crate::rules::scopes;
 
 /// Builds the replacement of one user scan.
@@ -42,14 +42,21 @@ fn df(e: datafusion::error::DataFusionError) -> EngineError {
 }
 
 impl ScanRewrite<'_> {
-    fn raw_scan(&self, table: &str, alias: TableReference) -> Result<LogicalPlanBuilder, EngineError> {
+    fn raw_scan(
+        &self,
+        table: &str,
+        alias: TableReference,
+    ) -> Result<LogicalPlanBuilder, EngineError> {
         let provider = self
             .data
             .table(table)
             .ok_or_else(|| EngineError::InvalidQuery(format!("table {table} not found")))?;
-        let mut builder =
-            LogicalPlanBuilder::scan(alias.clone(), provider_as_source(Arc::clone(provider)), None)
-                .map_err(df)?;
+        let mut builder = LogicalPlanBuilder::scan(
+            alias.clone(),
+            provider_as_source(Arc::clone(provider)),
+            None,
+        )
+        .map_err(df)?;
         if let Some(filter) = self.row_filters.get(table) {
             builder = builder
                 .filter(scopes::requalify(filter, &alias).map_err(df)?)
@@ -59,11 +66,12 @@ impl ScanRewrite<'_> {
     }
 
     /// The rewritten scan: raw rows of the role's scope, with their person.
-    pub fn rewrite(&self, scan: &TableScan) -> Result<Node, EngineError> {
+    pub fn rewrite(&self, scan: &TableScan, person_name: &str) -> Result<Node, EngineError> {
         let table = scan.table_name.table().to_string();
-        let policy_table = self.policy.table(&table).ok_or_else(|| {
-            EngineError::InvalidQuery(format!("table {table} not found"))
-        })?;
+        let policy_table = self
+            .policy
+            .table(&table)
+            .ok_or_else(|| EngineError::InvalidQuery(format!("table {table} not found")))?;
         let qualifier = scan.table_name.clone();
         let visible: Vec<String> = scan
             .projected_schema
@@ -97,7 +105,10 @@ impl ScanRewrite<'_> {
         let mut current = base.clone();
         for (step, link) in self.policy.path_to_person(&table).into_iter().enumerate() {
             let alias = TableReference::bare(format!("__seuil_t{}", step + 1));
-            let right = self.raw_scan(&link.table, alias.clone())?.build().map_err(df)?;
+            let right = self
+                .raw_scan(&link.table, alias.clone())?
+                .build()
+                .map_err(df)?;
             let left_keys: Vec<Column> = link
                 .columns
                 .iter()
@@ -121,8 +132,12 @@ impl ScanRewrite<'_> {
                     .alias_qualified(Some(qualifier.clone()), name)
             })
             .collect();
-        projection.push(Expr::Column(person).alias_qualified(Some(qualifier.clone()), PERSON_COLUMN));
-        let plan = builder.project(projection).map_err(df)?.build().map_err(df)?;
+        projection.push(Expr::Column(person).alias_qualified(Some(qualifier.clone()), person_name));
+        let plan = builder
+            .project(projection)
+            .map_err(df)?
+            .build()
+            .map_err(df)?;
 
         let in_output = |name: &String| visible.contains(name);
         let mut keys: Vec<Vec<Column>> = self
@@ -136,19 +151,30 @@ impl ScanRewrite<'_> {
                     .collect()
             })
             .collect();
-        keys.push(vec![Column::new(Some(qualifier.clone()), PERSON_COLUMN)]);
+        keys.push(vec![Column::new(Some(qualifier.clone()), person_name)]);
         let identifiers: HashSet<Column> = visible
             .iter()
-            .filter(|c| policy_table.columns.get(*c).map(|p| p.class) == Some(ColumnClass::Identifier))
+            .filter(|c| {
+                policy_table.columns.get(*c).map(|p| p.class) == Some(ColumnClass::Identifier)
+            })
             .map(|c| Column::new(Some(qualifier.clone()), c))
+            .collect();
+        let sensitive = visible
+            .iter()
+            .filter_map(|c| {
+                let column = policy_table.columns.get(c)?;
+                (column.class == ColumnClass::Sensitive)
+                    .then(|| (Column::new(Some(qualifier.clone()), c), column.bounds))
+            })
             .collect();
         Ok(Node {
             plan: with_scan_extras(plan, scan)?,
-            privacy: Privacy::Private(PersonLineage {
-                person: Column::new(Some(qualifier), PERSON_COLUMN),
+            privacy: Privacy::Private(Box::new(PersonLineage {
+                person: Column::new(Some(qualifier), person_name),
                 keys,
                 identifiers,
-            }),
+                sensitive,
+            })),
         })
     }
 }
@@ -180,8 +206,16 @@ pub fn check_join_on_person(
     right: &PersonLineage,
     place: Option<crate::error::Place>,
 ) -> Result<(), Refusal> {
-    let left_columns: HashSet<Column> = on.iter().filter_map(|(l, _)| bare_column(l)).cloned().collect();
-    let right_columns: HashSet<Column> = on.iter().filter_map(|(_, r)| bare_column(r)).cloned().collect();
+    let left_columns: HashSet<Column> = on
+        .iter()
+        .filter_map(|(l, _)| bare_column(l))
+        .cloned()
+        .collect();
+    let right_columns: HashSet<Column> = on
+        .iter()
+        .filter_map(|(_, r)| bare_column(r))
+        .cloned()
+        .collect();
     if left.is_per_person(&left_columns) && right.is_per_person(&right_columns) {
         Ok(())
     } else {

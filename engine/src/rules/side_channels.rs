@@ -25,18 +25,72 @@ use crate::rewrite::place_of;
 /// on arguments that [`LITERAL_ARGUMENTS`] requires to be literals.
 const SCALAR_FUNCTIONS: &[&str] = &[
     // numbers
-    "abs", "ceil", "floor", "round", "trunc", "signum", "sqrt", "cbrt", "exp", "ln", "log",
-    "log2", "log10", "pi", "greatest", "least", "isnan", "iszero", "nanvl",
+    "abs",
+    "ceil",
+    "floor",
+    "round",
+    "trunc",
+    "signum",
+    "sqrt",
+    "cbrt",
+    "exp",
+    "ln",
+    "log",
+    "log2",
+    "log10",
+    "pi",
+    "greatest",
+    "least",
+    "isnan",
+    "iszero",
+    "nanvl",
     // null handling and conditionals
-    "coalesce", "nullif", "nvl", "nvl2", "ifnull",
+    "coalesce",
+    "nullif",
+    "nvl",
+    "nvl2",
+    "ifnull",
     // text
-    "lower", "upper", "trim", "btrim", "ltrim", "rtrim", "length", "char_length",
-    "character_length", "octet_length", "bit_length", "concat", "concat_ws", "left", "right",
-    "substr", "substring", "lpad", "rpad", "replace", "starts_with", "ends_with", "strpos",
-    "instr", "position", "split_part", "initcap", "reverse", "translate", "contains",
+    "lower",
+    "upper",
+    "trim",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "length",
+    "char_length",
+    "character_length",
+    "octet_length",
+    "bit_length",
+    "concat",
+    "concat_ws",
+    "left",
+    "right",
+    "substr",
+    "substring",
+    "lpad",
+    "rpad",
+    "replace",
+    "starts_with",
+    "ends_with",
+    "strpos",
+    "instr",
+    "position",
+    "split_part",
+    "initcap",
+    "reverse",
+    "translate",
+    "contains",
     // dates
-    "date_part", "datepart", "date_trunc", "datetrunc", "extract", "current_date", "now",
-    "current_time", "today",
+    "date_part",
+    "datepart",
+    "date_trunc",
+    "datetrunc",
+    "extract",
+    "current_date",
+    "now",
+    "current_time",
+    "today",
 ];
 
 /// Arguments (zero-based positions) that must be literals, because the
@@ -61,15 +115,38 @@ const LITERAL_ARGUMENTS: &[(&str, &[usize])] = &[
 /// Aggregate functions a query may use. Order statistics are checked again
 /// by the magnitude rule when their argument is sensitive.
 const AGGREGATE_FUNCTIONS: &[&str] = &[
-    "count", "sum", "avg", "mean", "min", "max", "median", "stddev", "stddev_samp",
-    "stddev_pop", "var", "var_samp", "var_pop", "bool_and", "bool_or", "grouping",
+    "count",
+    "sum",
+    "avg",
+    "mean",
+    "min",
+    "max",
+    "median",
+    "stddev",
+    "stddev_samp",
+    "stddev_pop",
+    "var",
+    "var_samp",
+    "var_pop",
+    "bool_and",
+    "bool_or",
+    "grouping",
 ];
 
 /// Window functions a query may use (over private rows they must be
 /// partitioned by the person, which the lineage rule checks).
 const WINDOW_FUNCTIONS: &[&str] = &[
-    "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead",
-    "first_value", "last_value", "nth_value",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+    "nth_value",
 ];
 
 fn refuse_function(kind: &str, name: &str, expr: &Expr) -> Refusal {
@@ -121,11 +198,16 @@ pub fn neutralise_named(expr: Expr) -> Result<Expr, Refusal> {
 
 fn neutralise_one(expr: Expr) -> Transformed<Expr> {
     match expr {
-        Expr::Cast(Cast { expr, field }) => Transformed::yes(Expr::TryCast(TryCast { expr, field })),
+        Expr::Cast(Cast { expr, field }) => {
+            Transformed::yes(Expr::TryCast(TryCast { expr, field }))
+        }
         Expr::BinaryExpr(BinaryExpr { left, op, right })
             if matches!(op, Operator::Divide | Operator::Modulo) =>
         {
-            let guarded = datafusion::functions::core::expr_fn::nullif(*right, lit(ScalarValue::Int64(Some(0))));
+            let guarded = datafusion::functions::core::expr_fn::nullif(
+                *right,
+                lit(ScalarValue::Int64(Some(0))),
+            );
             Transformed::yes(Expr::BinaryExpr(BinaryExpr {
                 left,
                 op,
@@ -226,14 +308,15 @@ fn check_one(expr: &Expr) -> Result<(), Refusal> {
             "a query parameter was not bound",
             "bind every $n parameter before running the query",
         )),
-        Expr::Unnest(_) | Expr::HigherOrderFunction(_) | Expr::Lambda(_) | Expr::LambdaVariable(_) => {
-            Err(Refusal::new(
-                Rule::SideChannels,
-                "nested values (UNNEST, lambdas) are not available",
-                "work on scalar columns",
-            )
-            .at(place_of(expr)))
-        }
+        Expr::Unnest(_)
+        | Expr::HigherOrderFunction(_)
+        | Expr::Lambda(_)
+        | Expr::LambdaVariable(_) => Err(Refusal::new(
+            Rule::SideChannels,
+            "nested values (UNNEST, lambdas) are not available",
+            "work on scalar columns",
+        )
+        .at(place_of(expr))),
         _ => Ok(()),
     }
 }

@@ -1,0 +1,4 @@
+//! The benchmark suites.
+
+pub mod generation;
+pub mod queries;
