@@ -122,9 +122,9 @@ async fn no_suppressed_cell_can_be_computed_back_from_the_margins() {
     let cases: usize = std::env::var("SEUIL_MARGIN_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(200);
     println!("margins seed {seed} ({cases} tables); rerun with SEUIL_PROPERTY_SEED={seed}");
-    let data = test_data(4_000, 5);
+    let data = test_data(10_000, 5);
     let engine = open_engine(data.path()).await;
     let raw = raw_context(&engine);
     let alice = User::new("alice", "researcher");
@@ -154,10 +154,8 @@ async fn no_suppressed_cell_can_be_computed_back_from_the_margins() {
             .enumerate()
             .map(|(i, d)| format!("{d} AS d{i}"))
             .collect();
-        let groups = (1..=dimensions)
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
+        // (Ordinals are not accepted inside ROLLUP and CUBE.)
+        let groups = chosen.join(", ");
         let filter = format!("b.ben_res_dpt IN ({})", departements.join(", "));
         let seuil_sql = format!(
             "SELECT {}, count(*) AS n FROM ir_ben_r b WHERE {filter} GROUP BY {operator}({groups})",
@@ -255,10 +253,10 @@ async fn no_suppressed_cell_can_be_computed_back_from_the_margins() {
         rate * 100.0
     );
     assert!(primary_cells > 0, "the tables should have small cells");
-    // The method's stated rate: secondary suppression hides at most a quarter
+    // The method's stated rate: secondary suppression hides at most 15%
     // of all cells on these tables.
     assert!(
-        rate <= 0.25,
+        rate <= 0.15,
         "secondary suppression hid {:.1}% of all cells",
         rate * 100.0
     );

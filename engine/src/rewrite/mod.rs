@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue};
-use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::expr::{GroupingSet, WindowFunction};
 use datafusion::logical_expr::{
     Aggregate, Expr, Filter, Join, JoinType, LogicalPlan, Projection, SubqueryAlias, Union, Window,
     col, lit,
@@ -665,11 +665,30 @@ impl<'a> PrivacyRewrite<'a> {
     }
 }
 
-/// Neutralises expressions that name output columns.
+/// Neutralises expressions that name output columns. Inside `ROLLUP`,
+/// `CUBE` and `GROUPING SETS` each expression is neutralised and keeps its
+/// own name.
 fn named(exprs: &[Expr]) -> Result<Vec<Expr>, EngineError> {
     exprs
         .iter()
-        .map(|e| side_channels::neutralise_named(e.clone()).map_err(EngineError::from))
+        .map(|e| match e {
+            Expr::GroupingSet(set) => {
+                let inner = |exprs: &Vec<Expr>| -> Result<Vec<Expr>, EngineError> {
+                    exprs
+                        .iter()
+                        .map(|e| side_channels::neutralise_named(e.clone()).map_err(EngineError::from))
+                        .collect()
+                };
+                Ok(Expr::GroupingSet(match set {
+                    GroupingSet::Rollup(exprs) => GroupingSet::Rollup(inner(exprs)?),
+                    GroupingSet::Cube(exprs) => GroupingSet::Cube(inner(exprs)?),
+                    GroupingSet::GroupingSets(sets) => GroupingSet::GroupingSets(
+                        sets.iter().map(inner).collect::<Result<_, _>>()?,
+                    ),
+                }))
+            }
+            other => side_channels::neutralise_named(other.clone()).map_err(EngineError::from),
+        })
         .collect()
 }
 
