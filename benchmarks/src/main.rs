@@ -30,6 +30,8 @@ enum Suite {
     Gen(suites::generation::Args),
     /// Typical statistician queries: seuil against raw DataFusion.
     Queries(suites::queries::Args),
+    /// A small query over loopback Flight SQL against the engine in-process.
+    Flight(suites::flight::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +42,7 @@ fn main() -> anyhow::Result<()> {
     let report = match cli.suite {
         Suite::Gen(args) => suites::generation::run(&args)?,
         Suite::Queries(args) => runtime.block_on(suites::queries::run(&args))?,
+        Suite::Flight(args) => runtime.block_on(suites::flight::run(&args))?,
     };
     println!("{}", report.to_table());
     if let Some(path) = cli.json {

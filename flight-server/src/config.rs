@@ -168,7 +168,8 @@ impl ServerConfig {
                 .span()
                 .map(|span| {
                     let line = text[..span.start].matches('\n').count() + 1;
-                    let column = span.start - text[..span.start].rfind('\n').map_or(0, |i| i + 1) + 1;
+                    let column =
+                        span.start - text[..span.start].rfind('\n').map_or(0, |i| i + 1) + 1;
                     format!("{name}:{line}:{column}")
                 })
                 .unwrap_or_else(|| name.to_string());

@@ -10,7 +10,17 @@
 //! - `seuil policy check FILE [--data DIR]` and `seuil policy schema`: the
 //!   policy checker and the format's JSON Schema;
 //! - `seuil gen`: the synthetic SNDS;
-//! - `seuil hash-password`: a password hash for the configuration.
+//! - `seuil hash-password`: a password hash for the configuration;
+//! - `seuil audit verify FILE`: checks the hash chain of the audit log.
+//!
+//! The server ([`server`]) is Arrow Flight SQL over gRPC (tonic, rustls):
+//! Basic credentials at the Flight Handshake buy a bearer token; each query
+//! is checked at `GetFlightInfo` and run at `DoGet`, under the user's query
+//! slots and a deadline, its audit line synced to disk before the first
+//! released batch streams out. Engine errors become gRPC codes in one place
+//! ([`server::status`]): a policy refusal is `PermissionDenied`, bad SQL
+//! `InvalidArgument`, a limit `ResourceExhausted`. [`server::Server`] starts
+//! it in-process, which is how the end-to-end tests and benchmarks run it.
 //!
 //! The privacy rules live in `seuil-engine`; the policy format in
 //! `seuil-policies`. Server configuration ([`config`]) holds what is not
@@ -19,3 +29,4 @@
 pub mod cli;
 pub mod config;
 pub mod passwords;
+pub mod server;

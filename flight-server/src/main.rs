@@ -2,13 +2,19 @@
 //! `seuil_flight_server` for the subcommands.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use seuil_flight_server::cli;
+use seuil_flight_server::server::{audit, serve};
 
 #[derive(Debug, Parser)]
-#[command(name = "seuil", version, about = "Privacy-preserving SQL over health data")]
+#[command(
+    name = "seuil",
+    version,
+    about = "Privacy-preserving SQL over health data"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,6 +22,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve Flight SQL to notebooks and BI tools (the demo with no arguments).
+    Serve(serve::ServeArgs),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Run a query in-process and print the released cells.
     Query(cli::query::QueryArgs),
     /// Check, explain and describe policies.
@@ -25,6 +36,19 @@ enum Command {
     Gen(cli::generate::GenArgs),
     /// Read a password on standard input and print its argon2 hash.
     HashPassword,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check that no line of an audit log was edited, removed or reordered.
+    Verify {
+        /// The audit log (JSON lines).
+        file: PathBuf,
+        /// The last hash, kept elsewhere (the server logs it): also detects
+        /// lines removed from the end.
+        #[arg(long)]
+        head: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,6 +63,30 @@ enum PolicyCommand {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => {
+            init_logs();
+            serve::run(&args).await
+        }
+        Command::Audit(AuditCommand::Verify { file, head }) => {
+            match audit::verify_file(&file, head.as_deref())? {
+                Ok(verified) => {
+                    let noun = if verified.entries == 1 {
+                        "entry"
+                    } else {
+                        "entries"
+                    };
+                    println!(
+                        "{} {noun}, chain intact (last hash {})",
+                        verified.entries, verified.head
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(broken) => {
+                    eprintln!("{}:{broken}", file.display());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Query(args) => cli::query::run(&args).await,
         Command::Policy(PolicyCommand::Check(args)) => cli::policy::check(&args).await,
         Command::Policy(PolicyCommand::Explain(args)) => cli::policy::explain(&args).await,
@@ -51,15 +99,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if password.is_empty() {
                 anyhow::bail!("no password on standard input");
             }
-            println!("{}", seuil_flight_server::passwords::hash_password(password)?);
+            println!(
+                "{}",
+                seuil_flight_server::passwords::hash_password(password)?
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
+/// Logs to standard error; `RUST_LOG` chooses what (info by default).
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the runtime: {error}");

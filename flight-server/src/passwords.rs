@@ -1,8 +1,8 @@
 //! Password hashes: argon2id, in the PHC string format, verified in constant
 //! time by the `argon2` crate.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 /// Hashes a password with a random salt.
 pub fn hash_password(password: &str) -> anyhow::Result<String> {

@@ -1,4 +1,5 @@
 //! The benchmark suites.
 
+pub mod flight;
 pub mod generation;
 pub mod queries;

@@ -676,15 +676,17 @@ fn named(exprs: &[Expr]) -> Result<Vec<Expr>, EngineError> {
                 let inner = |exprs: &Vec<Expr>| -> Result<Vec<Expr>, EngineError> {
                     exprs
                         .iter()
-                        .map(|e| side_channels::neutralise_named(e.clone()).map_err(EngineError::from))
+                        .map(|e| {
+                            side_channels::neutralise_named(e.clone()).map_err(EngineError::from)
+                        })
                         .collect()
                 };
                 Ok(Expr::GroupingSet(match set {
                     GroupingSet::Rollup(exprs) => GroupingSet::Rollup(inner(exprs)?),
                     GroupingSet::Cube(exprs) => GroupingSet::Cube(inner(exprs)?),
-                    GroupingSet::GroupingSets(sets) => GroupingSet::GroupingSets(
-                        sets.iter().map(inner).collect::<Result<_, _>>()?,
-                    ),
+                    GroupingSet::GroupingSets(sets) => {
+                        GroupingSet::GroupingSets(sets.iter().map(inner).collect::<Result<_, _>>()?)
+                    }
                 }))
             }
             other => side_channels::neutralise_named(other.clone()).map_err(EngineError::from),

@@ -44,7 +44,10 @@ pub fn policy_source(path: Option<&Path>) -> anyhow::Result<PolicySource> {
     match path {
         Some(path) => PolicySource::read(path)
             .map_err(|e| anyhow::anyhow!("cannot read the policy {}: {e}", path.display())),
-        None => Ok(PolicySource::new("policies/snds.toml (embedded)", seuil_policies::SNDS_POLICY)),
+        None => Ok(PolicySource::new(
+            "policies/snds.toml (embedded)",
+            seuil_policies::SNDS_POLICY,
+        )),
     }
 }
 

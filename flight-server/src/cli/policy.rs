@@ -49,7 +49,11 @@ pub async fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 policy.version,
                 policy.tables.len(),
                 policy.roles.len(),
-                if data.is_some() { ", matches the data" } else { "" }
+                if data.is_some() {
+                    ", matches the data"
+                } else {
+                    ""
+                }
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -59,7 +63,10 @@ pub async fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 
 /// Prints the JSON Schema of the policy format.
 pub fn schema() -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(&seuil_policies::json_schema())?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&seuil_policies::json_schema())?
+    );
     Ok(())
 }
 

@@ -40,7 +40,9 @@ pub struct QueryArgs {
 /// Formats batches in one of the output formats.
 pub fn format_batches(batches: &[RecordBatch], format: Format) -> anyhow::Result<String> {
     match format {
-        Format::Table => Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string()),
+        Format::Table => {
+            Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string())
+        }
         Format::Csv => {
             let mut out = Vec::new();
             {
@@ -60,7 +62,11 @@ pub fn format_batches(batches: &[RecordBatch], format: Format) -> anyhow::Result
             }
             writer.finish()?;
             let out = writer.into_inner();
-            Ok(if out.is_empty() { "[]".into() } else { String::from_utf8(out)? })
+            Ok(if out.is_empty() {
+                "[]".into()
+            } else {
+                String::from_utf8(out)?
+            })
         }
     }
 }
@@ -76,7 +82,11 @@ pub fn describe_report(report: &ReleaseReport) -> String {
         "{} cells released, {} suppressed{} (policy {} {}, {} mode, at least {} persons per cell)",
         report.cells_released,
         report.cells_suppressed,
-        if reasons.is_empty() { String::new() } else { format!(": {}", reasons.join(", ")) },
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", reasons.join(", "))
+        },
         report.policy,
         report.policy_version,
         report.mode,

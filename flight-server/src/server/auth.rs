@@ -1,0 +1,252 @@
+//! Who is calling: Flight `Handshake` with `authorization: Basic ...`
+//! answers a bearer token, and every other call must carry a valid,
+//! unexpired one.
+//!
+//! Tokens are 256 random bits, held in memory only: a restart logs everyone
+//! out, which is the safe failure. The map is keyed by the token's SHA-256,
+//! so that looking a token up does not compare secrets byte by byte.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use seuil_engine::User;
+use sha2::{Digest, Sha256};
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use crate::config::UserEntry;
+use crate::passwords::{hash_password, verify_password};
+
+/// Standard base64, with or without padding: Go's Flight client (under ADBC)
+/// sends Basic credentials unpadded, most others padded.
+const BASIC: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// The header Flight uses for both Basic credentials and bearer tokens.
+pub const AUTHORIZATION: &str = "authorization";
+
+/// An authenticated caller: the engine's user (name and role).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The user, with the role the configuration gives them.
+    pub user: User,
+}
+
+struct TokenEntry {
+    session: Session,
+    expires: Instant,
+}
+
+/// Checks credentials and tokens. Cheap to clone.
+#[derive(Clone)]
+pub struct Authenticator {
+    users: Arc<BTreeMap<String, UserEntry>>,
+    tokens: Arc<Mutex<HashMap<[u8; 32], TokenEntry>>>,
+    lifetime: Duration,
+    /// Checked against for unknown users, so that an unknown name costs as
+    /// long as a wrong password and names cannot be probed by timing.
+    decoy_hash: Arc<str>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+fn token_key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// `Basic base64(user:password)` into its two parts.
+fn parse_basic(value: &str) -> Result<(String, String), Status> {
+    let malformed = || {
+        Status::unauthenticated("the authorization header is not `Basic <base64 of user:password>`")
+    };
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+        .ok_or_else(malformed)?;
+    let decoded = BASIC.decode(encoded.trim()).map_err(|_| malformed())?;
+    let text = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (user, password) = text.split_once(':').ok_or_else(malformed)?;
+    Ok((user.to_string(), password.to_string()))
+}
+
+impl Authenticator {
+    /// An authenticator over the configured users; tokens live `lifetime`.
+    pub fn new(users: BTreeMap<String, UserEntry>, lifetime: Duration) -> anyhow::Result<Self> {
+        let decoy = hash_password(&hex::encode(rand::random::<[u8; 16]>()))?;
+        Ok(Self {
+            users: Arc::new(users),
+            tokens: Arc::new(Mutex::new(HashMap::new())),
+            lifetime,
+            decoy_hash: decoy.into(),
+        })
+    }
+
+    /// Checks `Basic` credentials and opens a session: returns a new bearer
+    /// token. Password hashing is slow on purpose, so it runs on a blocking
+    /// thread.
+    pub async fn login(&self, authorization: Option<&str>) -> Result<(String, Session), Status> {
+        let header = authorization.ok_or_else(|| {
+            Status::unauthenticated(
+                "the Handshake needs an `authorization: Basic <base64 of user:password>` header",
+            )
+        })?;
+        let (name, password) = parse_basic(header)?;
+        let entry = self.users.get(&name).cloned();
+        let hash = entry
+            .as_ref()
+            .map_or_else(|| self.decoy_hash.to_string(), |e| e.password_hash.clone());
+        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+        let entry = match entry {
+            Some(entry) if matches => entry,
+            _ => {
+                tracing::info!(user = %name, "authentication failed");
+                return Err(Status::unauthenticated("invalid user name or password"));
+            }
+        };
+        let token = hex::encode(rand::random::<[u8; 32]>());
+        let session = Session {
+            user: User::new(&name, &entry.role),
+        };
+        let now = Instant::now();
+        let mut tokens = self
+            .tokens
+            .lock()
+            .map_err(|_| Status::internal("the token store is unavailable"))?;
+        tokens.retain(|_, t| t.expires > now);
+        tokens.insert(
+            token_key(&token),
+            TokenEntry {
+                session: session.clone(),
+                // A lifetime too large to represent never expires in practice.
+                expires: now
+                    .checked_add(self.lifetime)
+                    .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600)),
+            },
+        );
+        tracing::info!(user = %name, role = %entry.role, "authenticated");
+        Ok((token, session))
+    }
+
+    /// The session of a call's bearer token.
+    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Session, Status> {
+        let Some(value) = metadata.get(AUTHORIZATION) else {
+            return Err(Status::unauthenticated(
+                "authentication required: send a Flight Handshake with `authorization: Basic <base64 of user:password>`, then the bearer token it returns",
+            ));
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+        let Some(token) = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        else {
+            return Err(Status::unauthenticated(
+                "calls other than Handshake need `authorization: Bearer <token>`; get a token with a Handshake",
+            ));
+        };
+        let tokens = self
+            .tokens
+            .lock()
+            .map_err(|_| Status::internal("the token store is unavailable"))?;
+        match tokens.get(&token_key(token.trim())) {
+            None => Err(Status::unauthenticated(
+                "invalid bearer token: authenticate again with a Handshake",
+            )),
+            Some(entry) if entry.expires <= Instant::now() => Err(Status::unauthenticated(
+                "the bearer token has expired: authenticate again with a Handshake",
+            )),
+            Some(entry) => Ok(entry.session.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authenticator(lifetime: Duration) -> Authenticator {
+        let users = BTreeMap::from([(
+            "alice".to_string(),
+            UserEntry {
+                role: "researcher".into(),
+                password_hash: hash_password("demo").unwrap(),
+            },
+        )]);
+        Authenticator::new(users, lifetime).unwrap()
+    }
+
+    fn basic(credentials: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        )
+    }
+
+    fn bearer(token: &str) -> MetadataMap {
+        let mut metadata = MetadataMap::new();
+        metadata.insert(AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        metadata
+    }
+
+    #[tokio::test]
+    async fn a_good_password_gives_a_token_that_authenticates() {
+        let auth = authenticator(Duration::from_secs(60));
+        let (token, session) = auth.login(Some(&basic("alice:demo"))).await.unwrap();
+        assert_eq!(token.len(), 64);
+        assert_eq!(session.user, User::new("alice", "researcher"));
+        assert_eq!(auth.authenticate(&bearer(&token)).unwrap(), session);
+    }
+
+    #[tokio::test]
+    async fn unpadded_base64_is_accepted() {
+        let auth = authenticator(Duration::from_secs(60));
+        let unpadded = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode("alice:demo")
+        );
+        assert!(auth.login(Some(&unpadded)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn bad_credentials_are_unauthenticated() {
+        let auth = authenticator(Duration::from_secs(60));
+        for header in [
+            Some(basic("alice:wrong")),
+            Some(basic("mallory:demo")),
+            Some(basic("no colon")),
+            Some("Basic !!!".to_string()),
+            Some("Bearer abc".to_string()),
+            None,
+        ] {
+            let status = auth.login(header.as_deref()).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{header:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_garbage_and_missing_tokens_are_unauthenticated() {
+        let auth = authenticator(Duration::ZERO);
+        let (token, _) = auth.login(Some(&basic("alice:demo"))).await.unwrap();
+        let expired = auth.authenticate(&bearer(&token)).unwrap_err();
+        assert!(expired.message().contains("expired"));
+        let garbage = auth.authenticate(&bearer("garbage")).unwrap_err();
+        assert_eq!(garbage.code(), tonic::Code::Unauthenticated);
+        let missing = auth.authenticate(&MetadataMap::new()).unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+    }
+}

@@ -1,0 +1,792 @@
+//! The Flight SQL service: turns each Flight SQL request into engine calls,
+//! and engine results into Flight responses.
+//!
+//! A query goes through two calls. `GetFlightInfo` checks it (the engine
+//! plans and rewrites it without running it) and answers a ticket;
+//! `DoGet` runs it: takes one of the user's query slots, runs the engine
+//! under the query's deadline, appends the audit line and syncs it, and only
+//! then streams the released cells, batch by batch. Refused and failed
+//! queries are audited where they fail.
+//!
+//! Callers are authenticated before they get here (see [`super::gateway`]);
+//! each handler reads the caller's [`Session`] from the request.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, Command, CommandGetCatalogs,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandStatementIngest,
+    CommandStatementQuery, CommandStatementSubstraitPlan, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
+};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::scalar::ScalarValue;
+use futures::{Stream, TryStreamExt};
+use prost::Message;
+use prost::bytes::Bytes;
+use seuil_engine::{Engine, EngineError, PreparedQuery, QueryResult};
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::audit::{AuditLog, AuditRecord, Outcome, sha256_hex};
+use super::auth::{AUTHORIZATION, Authenticator, Session};
+use super::limits::{Deadline, LimitedStream, QuerySlots};
+use super::params::{bind, number_question_marks};
+use super::prepared::{Statement, Statements};
+use super::{metadata, session, status};
+use crate::config::Limits;
+
+type DoGetStream = <SeuilFlightSql as FlightService>::DoGetStream;
+type DoActionStream = <SeuilFlightSql as FlightService>::DoActionStream;
+type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
+
+/// The Flight SQL service of seuil.
+pub struct SeuilFlightSql {
+    engine: Engine,
+    auth: Authenticator,
+    audit: AuditLog,
+    slots: QuerySlots,
+    statements: Statements,
+    sql_info: Arc<SqlInfoData>,
+    xdbc: Arc<XdbcTypeInfoData>,
+    query_timeout_seconds: u64,
+}
+
+impl std::fmt::Debug for SeuilFlightSql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeuilFlightSql")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The authenticated caller of a request, put there by the gateway. Missing
+/// means the request did not pass the gateway: refuse rather than serve.
+fn caller<T>(request: &Request<T>) -> Result<Session, Status> {
+    request
+        .extensions()
+        .get::<Session>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("authentication required"))
+}
+
+/// A schema in the IPC form that Flight messages carry.
+pub(crate) fn schema_bytes(schema: &Schema) -> Result<Bytes, Status> {
+    let options = IpcWriteOptions::default();
+    IpcMessage::try_from(SchemaAsIpc::new(schema, &options))
+        .map(|IpcMessage(bytes)| bytes)
+        .map_err(|e| status::internal("encoding a schema", e))
+}
+
+/// A one-batch answer (catalog and metadata calls).
+fn one_batch(batch: RecordBatch) -> DoGetStream {
+    let schema = batch.schema();
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::iter([Ok(batch)]))
+        .map_err(status::from_flight);
+    Box::pin(stream)
+}
+
+/// A `FlightInfo` whose one endpoint's ticket is `command` itself.
+fn info_for(
+    command: Any,
+    schema: Option<&Schema>,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo, Status> {
+    let ticket = Ticket::new(command.encode_to_vec());
+    let mut info = FlightInfo::new()
+        .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+        .with_descriptor(descriptor);
+    if let Some(schema) = schema {
+        info = info
+            .try_with_schema(schema)
+            .map_err(|e| status::internal("encoding a schema", e))?;
+    }
+    Ok(info)
+}
+
+fn arrow_status<E: std::fmt::Display>(context: &str) -> impl Fn(E) -> Status + '_ {
+    move |e| status::internal(context, e)
+}
+
+impl SeuilFlightSql {
+    /// The service over an engine, with its authenticator, audit log and
+    /// limits.
+    pub fn new(
+        engine: Engine,
+        auth: Authenticator,
+        audit: AuditLog,
+        limits: &Limits,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            engine,
+            auth,
+            audit,
+            slots: QuerySlots::new(limits.max_concurrent_queries_per_user),
+            statements: Statements::default(),
+            sql_info: Arc::new(metadata::sql_info(limits.max_sql_bytes)?),
+            xdbc: Arc::new(metadata::xdbc_type_info()?),
+            query_timeout_seconds: limits.query_timeout_seconds,
+        })
+    }
+
+    /// Appends a query's audit line; a log that cannot be written stops the
+    /// query (nothing is released unaudited).
+    async fn audit(&self, record: AuditRecord) -> Result<(), Status> {
+        self.audit
+            .append_async(record)
+            .await
+            .map(|_| ())
+            .map_err(|e| status::internal("writing the audit log", e))
+    }
+
+    /// Audits a query that failed, and answers its status.
+    async fn failed(&self, mut record: AuditRecord, error: &EngineError) -> Status {
+        match error.refusal() {
+            Some(refusal) => {
+                record.outcome = Outcome::Refused;
+                record.rule = Some(refusal.rule.code().to_string());
+            }
+            None => {
+                record.outcome = Outcome::Error;
+                record.error = Some(status::error_kind(error).to_string());
+            }
+        }
+        let answer = status::from_engine(error);
+        record.message = Some(answer.message().to_string());
+        tracing::info!(
+            user = %record.user,
+            rule = record.rule.as_deref().unwrap_or("-"),
+            error = record.error.as_deref().unwrap_or("-"),
+            "query not run"
+        );
+        match self.audit(record).await {
+            Ok(()) => answer,
+            Err(audit_failure) => audit_failure,
+        }
+    }
+
+    /// Checks a query without running it: its result and parameter schemas.
+    async fn check(&self, session: &Session, sql: &str) -> Result<PreparedQuery, Status> {
+        let user = &session.user;
+        match self.engine.prepare(user, &number_question_marks(sql)).await {
+            Ok(prepared) => Ok(prepared),
+            Err(error) => {
+                let record = AuditRecord::new(&user.name, &user.role, sql, Outcome::Error);
+                Err(self.failed(record, &error).await)
+            }
+        }
+    }
+
+    /// Runs a query and streams its released cells: slot, deadline, engine,
+    /// audit line, then the stream.
+    async fn run(
+        &self,
+        session: &Session,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let user = &session.user;
+        let mut record = AuditRecord::new(&user.name, &user.role, sql, Outcome::Ok);
+        record.params = params.iter().map(ScalarValue::to_string).collect();
+        let slot = match self.slots.acquire(&user.name) {
+            Ok(slot) => slot,
+            Err(busy) => {
+                record.outcome = Outcome::Error;
+                record.error = Some("limit".into());
+                record.message = Some(busy.message().to_string());
+                self.audit(record).await?;
+                return Err(busy);
+            }
+        };
+        let deadline = Deadline::after(self.query_timeout_seconds);
+        let engine_sql = number_question_marks(sql);
+        let running = self.engine.query_with_params(user, &engine_sql, params);
+        let result = tokio::time::timeout_at(deadline.instant(), running)
+            .await
+            .unwrap_or_else(|_| Err(deadline.exceeded()));
+        let QueryResult {
+            schema,
+            stream,
+            report,
+            rewritten_plan,
+        } = match result {
+            Ok(result) => result,
+            Err(error) => return Err(self.failed(record, &error).await),
+        };
+        record.plan_sha256 = Some(sha256_hex(&rewritten_plan));
+        record.cells_released = report.cells_released;
+        record.cells_suppressed = report.cells_suppressed;
+        record.suppressed = report
+            .suppressed_by_reason
+            .iter()
+            .map(|(reason, n)| (reason.as_str().to_string(), *n))
+            .collect();
+        tracing::info!(
+            user = %user.name,
+            released = report.cells_released,
+            suppressed = report.cells_suppressed,
+            "query released"
+        );
+        // The line is on disk before the first batch can leave.
+        self.audit(record).await?;
+        let batches = stream.map_err(|e| FlightError::Tonic(Box::new(status::from_stream(&e))));
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(status::from_flight);
+        let limited: DoGetStream = Box::pin(LimitedStream::new(Box::pin(encoded), deadline, slot));
+        Ok(Response::new(limited))
+    }
+
+    /// The schema a `GetSchema` call asks about.
+    pub(crate) async fn schema_for(
+        &self,
+        session: &Session,
+        descriptor: &FlightDescriptor,
+    ) -> Result<SchemaRef, Status> {
+        let any = Any::decode(&*descriptor.cmd)
+            .map_err(|_| status::bad_request("the descriptor is not a Flight SQL command"))?;
+        let command = Command::try_from(any)
+            .map_err(|_| status::bad_request("the descriptor is not a Flight SQL command"))?;
+        let schema = match command {
+            Command::CommandStatementQuery(query) => {
+                self.check(session, &query.query).await?.result
+            }
+            Command::CommandPreparedStatementQuery(query) => {
+                self.statements
+                    .get(&session.user.name, &query.prepared_statement_handle)?
+                    .result
+            }
+            Command::CommandGetCatalogs(query) => query.into_builder().schema(),
+            Command::CommandGetDbSchemas(query) => query.into_builder().schema(),
+            Command::CommandGetTables(query) => metadata::tables_schema(&query),
+            Command::CommandGetTableTypes(query) => query.into_builder().schema(),
+            Command::CommandGetSqlInfo(query) => query.into_builder(&self.sql_info).schema(),
+            Command::CommandGetXdbcTypeInfo(_) => self.xdbc.schema(),
+            Command::CommandGetPrimaryKeys(_) => metadata::primary_keys_schema(),
+            Command::CommandGetImportedKeys(_)
+            | Command::CommandGetExportedKeys(_)
+            | Command::CommandGetCrossReference(_) => metadata::foreign_keys_schema(),
+            other => {
+                return Err(status::bad_request(format!(
+                    "GetSchema does not apply to {}",
+                    other.type_url()
+                )));
+            }
+        };
+        Ok(schema)
+    }
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for SeuilFlightSql {
+    type FlightService = SeuilFlightSql;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<HandshakeStream>, Status> {
+        let header = request
+            .metadata()
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let (token, _) = self.auth.login(header.as_deref()).await?;
+        let bearer = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|e| status::internal("writing the token header", e))?;
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: Bytes::from(token),
+        };
+        let stream: HandshakeStream = Box::pin(futures::stream::iter([Ok(reply)]));
+        let mut response = Response::new(stream);
+        response.metadata_mut().insert(AUTHORIZATION, bearer);
+        Ok(response)
+    }
+
+    // Queries.
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let session = caller(&request)?;
+        self.check(&session, &query.query).await?;
+        let ticket = TicketStatementQuery {
+            statement_handle: Bytes::from(query.query.into_bytes()),
+        };
+        // No schema in the FlightInfo of a query: its release metadata (cells
+        // released and suppressed) exists only once DoGet has run it, and
+        // clients that find no schema here (ADBC among them) take the
+        // stream's, which carries it. GetSchema gives the schema up front.
+        Ok(Response::new(info_for(
+            ticket.as_any(),
+            None,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let session = caller(&request)?;
+        let sql = String::from_utf8(ticket.statement_handle.to_vec())
+            .map_err(|_| status::bad_request("the ticket is not a seuil query ticket"))?;
+        self.run(&session, &sql, Vec::new()).await
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        command: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let session = caller(&request)?;
+        let error = EngineError::refused(
+            seuil_engine::Rule::ReadOnly,
+            "seuil answers queries only and never changes data",
+            "send a SELECT query",
+        );
+        let user = &session.user;
+        let record = AuditRecord::new(&user.name, &user.role, &command.query, Outcome::Refused);
+        Err(self.failed(record, &error).await)
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        _command: CommandStatementIngest,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(Status::permission_denied(
+            "seuil is read-only: it does not ingest data",
+        ))
+    }
+
+    async fn get_flight_info_substrait_plan(
+        &self,
+        _query: CommandStatementSubstraitPlan,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented(
+            "seuil takes SQL text, not Substrait plans",
+        ))
+    }
+
+    // Prepared statements.
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let session = caller(&request)?;
+        let prepared = self.check(&session, &query.query).await?;
+        let result = ActionCreatePreparedStatementResult {
+            prepared_statement_handle: Bytes::new(),
+            dataset_schema: schema_bytes(&prepared.result)?,
+            parameter_schema: schema_bytes(&prepared.parameters)?,
+        };
+        let statement = Statement::new(
+            &session.user.name,
+            &query.query,
+            prepared.parameters,
+            prepared.result,
+        );
+        let handle = self.statements.insert(statement)?;
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: Bytes::from(handle.into_bytes()),
+            ..result
+        })
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let session = caller(&request)?;
+        let handle = query.prepared_statement_handle;
+        let statement = self.statements.get(&session.user.name, &handle)?;
+        let mut batches = FlightRecordBatchStream::new_from_flight_data(
+            request.into_inner().map_err(FlightError::from),
+        );
+        // Read no more than shows that there is more than one row.
+        let mut collected = Vec::new();
+        let mut rows = 0;
+        while let Some(batch) = batches
+            .try_next()
+            .await
+            .map_err(|_| status::bad_request("the parameters are not a readable Arrow stream"))?
+        {
+            rows += batch.num_rows();
+            collected.push(batch);
+            if rows > 1 {
+                break;
+            }
+        }
+        let values = bind(&collected, &statement.parameters)?;
+        self.statements.bind(&session.user.name, &handle, values)?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let session = caller(&request)?;
+        let statement = self
+            .statements
+            .get(&session.user.name, &query.prepared_statement_handle)?;
+        statement.values()?;
+        // No schema, for the same reason as for plain queries; the dataset
+        // schema came with the statement's creation.
+        Ok(Response::new(info_for(
+            query.as_any(),
+            None,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let session = caller(&request)?;
+        let statement = self
+            .statements
+            .get(&session.user.name, &query.prepared_statement_handle)?;
+        let values = statement.values()?;
+        self.run(&session, &statement.sql, values).await
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        let session = caller(&request)?;
+        self.statements
+            .close(&session.user.name, &query.prepared_statement_handle)
+    }
+
+    // Catalog and server metadata.
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        caller(&request)?;
+        let schema = query.into_builder().schema();
+        Ok(Response::new(info_for(
+            query.as_any(),
+            Some(&schema),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        _query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        caller(&request)?;
+        let batch = metadata::catalogs().map_err(arrow_status("listing catalogs"))?;
+        Ok(Response::new(one_batch(batch)))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        caller(&request)?;
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(info_for(
+            query.as_any(),
+            Some(&schema),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        caller(&request)?;
+        let batch = metadata::db_schemas(query).map_err(arrow_status("listing schemas"))?;
+        Ok(Response::new(one_batch(batch)))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        caller(&request)?;
+        let schema = metadata::tables_schema(&query);
+        Ok(Response::new(info_for(
+            query.as_any(),
+            Some(&schema),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let session = caller(&request)?;
+        let ctx = self
+            .engine
+            .role_context(&session.user.role)
+            .ok_or_else(|| {
+                status::from_engine(&EngineError::UnknownRole(session.user.role.clone()))
+            })?;
+        let batch = metadata::tables(ctx, query)
+            .await
+            .map_err(arrow_status("listing tables"))?;
+        Ok(Response::new(one_batch(batch)))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        caller(&request)?;
+        let schema = query.into_builder().schema();
+        Ok(Response::new(info_for(
+            query.as_any(),
+            Some(&schema),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        caller(&request)?;
+        let batch = metadata::table_types(query).map_err(arrow_status("listing table types"))?;
+        Ok(Response::new(one_batch(batch)))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        caller(&request)?;
+        let schema = query.clone().into_builder(&self.sql_info).schema();
+        Ok(Response::new(info_for(
+            query.as_any(),
+            Some(&schema),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        caller(&request)?;
+        let batch = query
+            .into_builder(&self.sql_info)
+            .build()
+            .map_err(arrow_status("describing the server"))?;
+        Ok(Response::new(one_batch(batch)))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        caller(&request)?;
+        let schema = self.xdbc.schema();
+        Ok(Response::new(info_for(
+            query.as_any(),
+            Some(&schema),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        caller(&request)?;
+        let batch = self
+            .xdbc
+            .record_batch(query.data_type)
+            .map_err(arrow_status("describing types"))?;
+        Ok(Response::new(one_batch(batch)))
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        caller(&request)?;
+        let schema = metadata::primary_keys_schema();
+        Ok(Response::new(info_for(
+            query.as_any(),
+            Some(&schema),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        caller(&request)?;
+        Ok(Response::new(one_batch(RecordBatch::new_empty(
+            metadata::primary_keys_schema(),
+        ))))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        caller(&request)?;
+        let schema = metadata::foreign_keys_schema();
+        Ok(Response::new(info_for(
+            query.as_any(),
+            Some(&schema),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        caller(&request)?;
+        Ok(Response::new(one_batch(RecordBatch::new_empty(
+            metadata::foreign_keys_schema(),
+        ))))
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        caller(&request)?;
+        let schema = metadata::foreign_keys_schema();
+        Ok(Response::new(info_for(
+            query.as_any(),
+            Some(&schema),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        caller(&request)?;
+        Ok(Response::new(one_batch(RecordBatch::new_empty(
+            metadata::foreign_keys_schema(),
+        ))))
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        caller(&request)?;
+        let schema = metadata::foreign_keys_schema();
+        Ok(Response::new(info_for(
+            query.as_any(),
+            Some(&schema),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        caller(&request)?;
+        Ok(Response::new(one_batch(RecordBatch::new_empty(
+            metadata::foreign_keys_schema(),
+        ))))
+    }
+
+    // Session actions.
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<DoActionStream>, Status> {
+        caller(&request)?;
+        let action = request.into_inner();
+        match session::answer(&action.r#type, &action.body) {
+            Some(Ok(body)) => {
+                let reply = futures::stream::iter([Ok(arrow_flight::Result { body })]);
+                Ok(Response::new(Box::pin(reply)))
+            }
+            Some(Err(status)) => Err(status),
+            None => Err(Status::unimplemented(format!(
+                "seuil does not implement the action {:?}",
+                action.r#type
+            ))),
+        }
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        Some(
+            session::action_types()
+                .into_iter()
+                .map(|(name, description)| {
+                    Ok(ActionType {
+                        r#type: name.to_string(),
+                        description: description.to_string(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}

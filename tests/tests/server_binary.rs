@@ -1,0 +1,134 @@
+//! The real `seuil` binary: `seuil serve --config FILE` on a free port
+//! (waited for by reading the line it prints once it listens, no sleeps), a
+//! query through it, then `seuil audit verify` on the log it wrote, intact
+//! and tampered with.
+
+mod server_common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use server_common::{BY_DEPARTEMENT, Fixture, code, login, query, seuil_binary};
+use tonic::transport::Endpoint;
+
+/// A child process killed when dropped, so that a failing test leaves no
+/// server behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+/// Starts `seuil serve` on `config` and returns it with the URI it printed.
+fn serve(config: &Path) -> (Running, String) {
+    let mut child = Command::new(seuil_binary())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting seuil serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (found, wait) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(uri) = line.strip_prefix("seuil: serving Flight SQL on ") {
+                found.send(uri.to_string()).ok();
+            }
+        }
+    });
+    let running = Running(child);
+    let uri = wait
+        .recv_timeout(Duration::from_secs(120))
+        .expect("seuil serve did not announce its address");
+    (running, uri)
+}
+
+fn config_file(fixture: &Fixture) -> std::path::PathBuf {
+    let alice = &fixture.config.users["alice"].password_hash;
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data = "{data}"
+audit_log = "{audit}"
+demo_persons = 0
+
+[limits]
+max_concurrent_queries_per_user = 2
+
+[users.alice]
+role = "researcher"
+password_hash = "{alice}"
+"#,
+        data = fixture.data.path().display(),
+        audit = fixture.audit_log().display(),
+    );
+    let path = fixture.dir.path().join("seuil.toml");
+    std::fs::write(&path, text).expect("writing the configuration");
+    path
+}
+
+fn audit_verify(log: &Path) -> std::process::Output {
+    Command::new(seuil_binary())
+        .args(["audit", "verify"])
+        .arg(log)
+        .output()
+        .expect("running seuil audit verify")
+}
+
+#[tokio::test]
+async fn the_binary_serves_queries_and_its_audit_log_verifies() {
+    let fixture = Fixture::new();
+    let config = config_file(&fixture);
+    let (server, uri) = serve(&config);
+    let address = uri.strip_prefix("grpc://").expect("a plaintext URI");
+    let channel = Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connecting to seuil serve");
+    let mut client = login(channel, "alice").await;
+    let batches = query(&mut client, BY_DEPARTEMENT).await.unwrap();
+    assert!(batches.iter().map(|b| b.num_rows()).sum::<usize>() > 10);
+    let refused = query(&mut client, "SELECT * FROM er_prs_f")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&refused), tonic::Code::PermissionDenied);
+    drop(server);
+
+    let intact = audit_verify(&fixture.audit_log());
+    let stdout = String::from_utf8_lossy(&intact.stdout);
+    assert!(intact.status.success(), "{stdout}");
+    assert!(stdout.starts_with("2 entries, chain intact"), "{stdout}");
+
+    // Swap the two lines: the first line no longer chains to zeros.
+    let text = std::fs::read_to_string(fixture.audit_log()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(fixture.audit_log(), format!("{}\n{}\n", lines[1], lines[0])).unwrap();
+    let broken = audit_verify(&fixture.audit_log());
+    assert!(!broken.status.success());
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert!(stderr.contains(":line 1:"), "{stderr}");
+}
+
+#[test]
+fn the_binary_refuses_plaintext_off_loopback() {
+    let fixture = Fixture::new();
+    let config = config_file(&fixture);
+    let output = Command::new(seuil_binary())
+        .args(["serve", "--listen", "0.0.0.0:0", "--config"])
+        .arg(&config)
+        .output()
+        .expect("running seuil serve");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--insecure"), "{stderr}");
+}
