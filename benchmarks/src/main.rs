@@ -30,6 +30,9 @@ enum Suite {
     Gen(suites::generation::Args),
     /// Typical statistician queries: seuil against raw DataFusion.
     Queries(suites::queries::Args),
+    /// Dominance and secondary suppression: their added time over threshold
+    /// mode alone.
+    Magnitudes(suites::queries::Args),
     /// A small query over loopback Flight SQL against the engine in-process.
     Flight(suites::flight::Args),
 }
@@ -42,6 +45,7 @@ fn main() -> anyhow::Result<()> {
     let report = match cli.suite {
         Suite::Gen(args) => suites::generation::run(&args)?,
         Suite::Queries(args) => runtime.block_on(suites::queries::run(&args))?,
+        Suite::Magnitudes(args) => runtime.block_on(suites::magnitudes::run(&args))?,
         Suite::Flight(args) => runtime.block_on(suites::flight::run(&args))?,
     };
     println!("{}", report.to_table());

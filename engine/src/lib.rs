@@ -62,6 +62,7 @@ pub mod rules;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::error::DataFusionError;
@@ -144,6 +145,25 @@ pub struct QueryResult {
     pub report: ReleaseReport,
     /// The rewritten plan, as text (for the audit log).
     pub rewritten_plan: String,
+    /// Where the query's time went before its result started streaming.
+    pub timings: QueryTimings,
+}
+
+/// Where a query's time went before its result started streaming: what the
+/// benchmarks report to show the cost of each protection, and what a server
+/// can log. Kept out of [`ReleaseReport`], which must not depend on timing.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct QueryTimings {
+    /// Parsing, planning, checking and rewriting.
+    pub planning: Duration,
+    /// Computing the cells of the released aggregates.
+    pub computing_cells: Duration,
+    /// Applying the release rules to those cells (thresholds, dominance,
+    /// secondary suppression, rounding).
+    pub release_rules: Duration,
+    /// The part of `release_rules` spent choosing and auditing secondary
+    /// suppressions.
+    pub secondary_suppression: Duration,
 }
 
 impl std::fmt::Debug for QueryResult {
@@ -371,11 +391,20 @@ impl Engine {
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<QueryResult, EngineError> {
+        let started = Instant::now();
         let (role, runtime, rewritten) = self.rewrite(user, sql, &params).await?;
+        let mut timings = QueryTimings {
+            planning: started.elapsed(),
+            ..QueryTimings::default()
+        };
         let mut report = ReleaseReport::new(&self.inner.policy, role);
         for step in &rewritten.releases {
+            let computing = Instant::now();
             let cells = query::collect(&runtime.ctx, step.cells.clone()).await?;
-            release::release(step, cells, role, &mut report)?;
+            timings.computing_cells += computing.elapsed();
+            let releasing = Instant::now();
+            timings.secondary_suppression += release::release(step, cells, role, &mut report)?;
+            timings.release_rules += releasing.elapsed();
         }
         let rewritten_plan = rewritten.plan.display_indent().to_string();
         let stream = query::stream(&runtime.ctx, rewritten.plan).await?;
@@ -397,6 +426,7 @@ impl Engine {
             stream: Box::pin(RecordBatchStreamAdapter::new(schema, released)),
             report,
             rewritten_plan,
+            timings,
         })
     }
 

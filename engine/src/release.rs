@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, UInt64Array,
@@ -300,13 +301,14 @@ fn round_column(column: &ArrayRef, base: u32) -> Result<ArrayRef, EngineError> {
 }
 
 /// Applies the release rules of `role` to the computed cells of `step` and
-/// stores the released cells where the rest of the plan reads them.
+/// stores the released cells where the rest of the plan reads them. Returns
+/// the time spent in secondary suppression (none for tables without margins).
 pub fn release(
     step: &ReleaseStep,
     cells: Vec<RecordBatch>,
     role: &Role,
     report: &mut ReleaseReport,
-) -> Result<(), EngineError> {
+) -> Result<Duration, EngineError> {
     let layout = &step.layout;
     let schema: SchemaRef = match cells.first() {
         Some(batch) => batch.schema(),
@@ -334,7 +336,9 @@ pub fn release(
     let mut reasons = primary(&cells, layout, role)?;
 
     let mut breakdowns: Vec<Option<Vec<String>>> = vec![None; cells.num_rows()];
+    let mut secondary_time = Duration::ZERO;
     if let Some((dimensions, gid_column)) = layout.grouping {
+        let started = Instant::now();
         let table = margin_table(&cells, layout, dimensions, gid_column)?;
         let names: Vec<String> = (0..dimensions)
             .map(|c| schema.field(c).name().clone())
@@ -351,6 +355,7 @@ pub fn release(
         for cell in secondary_suppression(&table, dimensions, &primary, role.protection_percent) {
             reasons[cell] = Some(SuppressionReason::Secondary);
         }
+        secondary_time = started.elapsed();
     }
 
     for (row, reason) in reasons.iter().enumerate() {
@@ -378,5 +383,6 @@ pub fn release(
     }
     let released =
         RecordBatch::try_new(Arc::clone(step.released.schema_ref()), columns).map_err(execution)?;
-    step.released.set(vec![released])
+    step.released.set(vec![released])?;
+    Ok(secondary_time)
 }

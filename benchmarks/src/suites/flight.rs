@@ -45,24 +45,6 @@ pub struct Args {
     pub seconds: u64,
 }
 
-fn ensure_data(args: &Args) -> anyhow::Result<()> {
-    if args.data.join("ref_dpt.parquet").exists() {
-        return Ok(());
-    }
-    eprintln!(
-        "generating {} persons into {}",
-        args.persons,
-        args.data.display()
-    );
-    let config = seuil_synth::GenConfig {
-        persons: args.persons,
-        seed: 1,
-        out_dir: args.data.clone(),
-    };
-    seuil_synth::generate(&config, &|_| {})?;
-    Ok(())
-}
-
 /// One way of running the small query.
 #[derive(Clone)]
 enum Side {
@@ -183,7 +165,7 @@ async fn start_server(
 
 /// Runs the suite.
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
-    ensure_data(args)?;
+    super::ensure_data(&args.data, args.persons)?;
     let policy = PolicySource::new("policies/snds.toml", seuil_policies::SNDS_POLICY);
     let (engine, _) = Engine::open_files(&policy, &args.data, EngineOptions::default()).await?;
     let audit = tempfile::tempdir()?;

@@ -71,24 +71,6 @@ pub struct Args {
     pub runs: usize,
 }
 
-fn ensure_data(args: &Args) -> anyhow::Result<()> {
-    if args.data.join("ref_dpt.parquet").exists() {
-        return Ok(());
-    }
-    eprintln!(
-        "generating {} persons into {}",
-        args.persons,
-        args.data.display()
-    );
-    let config = seuil_synth::GenConfig {
-        persons: args.persons,
-        seed: 1,
-        out_dir: args.data.clone(),
-    };
-    seuil_synth::generate(&config, &|_| {})?;
-    Ok(())
-}
-
 async fn time_seuil(engine: &Engine, user: &User, sql: &str) -> anyhow::Result<(f64, usize)> {
     let started = Instant::now();
     let result = engine.query(user, sql).await?;
@@ -108,13 +90,14 @@ async fn time_raw(ctx: &SessionContext, sql: &str) -> anyhow::Result<(f64, usize
     ))
 }
 
-fn best(times: &[f64]) -> f64 {
+/// The best (smallest) of some times.
+pub fn best(times: &[f64]) -> f64 {
     times.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 /// Runs the suite.
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
-    ensure_data(args)?;
+    super::ensure_data(&args.data, args.persons)?;
     let policy = PolicySource::new("policies/snds.toml", seuil_policies::SNDS_POLICY);
     let (engine, _) = Engine::open_files(&policy, &args.data, EngineOptions::default()).await?;
     let raw =

@@ -157,11 +157,27 @@ pub fn bare_column(expr: &Expr) -> Option<&Column> {
     }
 }
 
+/// The expression under numeric casts. `avg(sej_nbj)` of an integer column
+/// reaches the rewrite as `avg(CAST(sej_nbj AS Float64))` (type coercion),
+/// made a `TRY_CAST` by the side-channel rule: the value is the column's, and
+/// so are its bounds.
+fn under_numeric_casts(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Cast(cast) if cast.field.data_type().is_numeric() => under_numeric_casts(&cast.expr),
+        Expr::TryCast(cast) if cast.field.data_type().is_numeric() => {
+            under_numeric_casts(&cast.expr)
+        }
+        Expr::Alias(alias) => under_numeric_casts(&alias.expr),
+        other => other,
+    }
+}
+
 /// The sensitivity of what an expression computes: `None` when it reads no
 /// sensitive column, the column's bounds when it is one bare sensitive
-/// column, and `Some(None)` (a magnitude without bounds) otherwise.
+/// column (under numeric casts, if any), and `Some(None)` (a magnitude
+/// without bounds) otherwise.
 pub fn expr_sensitivity(expr: &Expr, lineage: &PersonLineage) -> Option<Option<(f64, f64)>> {
-    if let Some(column) = bare_column(expr) {
+    if let Some(column) = bare_column(under_numeric_casts(expr)) {
         return lineage.sensitivity(column);
     }
     let mut found = false;

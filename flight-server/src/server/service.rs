@@ -227,6 +227,7 @@ impl SeuilFlightSql {
             stream,
             report,
             rewritten_plan,
+            timings,
         } = match result {
             Ok(result) => result,
             Err(error) => return Err(self.failed(record, &error).await),
@@ -243,6 +244,9 @@ impl SeuilFlightSql {
             user = %user.name,
             released = report.cells_released,
             suppressed = report.cells_suppressed,
+            planning_ms = timings.planning.as_millis(),
+            cells_ms = timings.computing_cells.as_millis(),
+            release_rules_ms = timings.release_rules.as_millis(),
             "query released"
         );
         // The line is on disk before the first batch can leave.
