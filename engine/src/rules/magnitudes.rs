@@ -14,7 +14,8 @@
 //! ([`crate::release`]) reads those extra columns.
 //!
 //! Without sensitive measures the cells plan is the user's aggregate plus
-//! `count(DISTINCT person)`. With them it has two or three levels, all in
+//! its persons counted up to the threshold ([`super::distinct_persons`]).
+//! With them it has two or three levels, all in
 //! one plan and one pass over the data:
 //!
 //! 1. per person and finest cell: the user's aggregates as partial results,
@@ -35,9 +36,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, DFSchemaRef};
-use datafusion::functions_aggregate::expr_fn::{
-    bool_and, bool_or, count, count_distinct, max, median, min, sum,
-};
+use datafusion::functions_aggregate::expr_fn::{bool_and, bool_or, count, max, median, min, sum};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::logical_expr::expr::{AggregateFunction, GroupingSet, Sort};
@@ -49,6 +48,7 @@ use seuil_policies::Role;
 use crate::error::{EngineError, Refusal, Rule};
 use crate::rewrite::lineage::{PersonLineage, bare_column, expr_sensitivity, output_column};
 use crate::rewrite::place_of;
+use crate::rules::distinct_persons::persons_up_to;
 
 /// Name of the per-cell distinct-person count in the cells plan.
 pub const PERSONS_COLUMN: &str = "__seuil_persons";
@@ -260,7 +260,8 @@ pub fn cells_plan(
             _ => MeasureKind::Other,
         })
         .collect();
-    let persons = count_distinct(col(lineage.person.clone())).alias(PERSONS_COLUMN);
+    let persons =
+        persons_up_to(col(lineage.person.clone()), role.min_persons).alias(PERSONS_COLUMN);
     let mut cells_aggr = aggr_expr;
     cells_aggr.push(persons);
     let cells = Aggregate::try_new(Arc::new(input), group_expr, cells_aggr).map_err(df)?;

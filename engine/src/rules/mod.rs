@@ -2,6 +2,7 @@
 //! after what it enforces. Each module's documentation quotes its rule.
 
 pub mod aggregates_only;
+pub mod distinct_persons;
 pub mod identifiers;
 pub mod magnitudes;
 pub mod margins;
