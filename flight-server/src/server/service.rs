@@ -122,6 +122,31 @@ fn info_for(
     Ok(info)
 }
 
+/// The `FlightInfo` of a catalog or metadata command, for an authenticated
+/// caller: its ticket is the command itself, its schema known up front.
+fn metadata_info(
+    command: Any,
+    schema: &Schema,
+    request: Request<FlightDescriptor>,
+) -> Result<Response<FlightInfo>, Status> {
+    caller(&request)?;
+    Ok(Response::new(info_for(
+        command,
+        Some(schema),
+        request.into_inner(),
+    )?))
+}
+
+/// An empty answer, for an authenticated caller: seuil declares no primary
+/// or foreign keys, and clients want an empty table rather than an error.
+fn empty_answer<T>(
+    request: &Request<T>,
+    schema: SchemaRef,
+) -> Result<Response<DoGetStream>, Status> {
+    caller(request)?;
+    Ok(Response::new(one_batch(RecordBatch::new_empty(schema))))
+}
+
 fn arrow_status<E: std::fmt::Display>(context: &str) -> impl Fn(E) -> Status + '_ {
     move |e| status::internal(context, e)
 }
@@ -504,13 +529,8 @@ impl FlightSqlService for SeuilFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        caller(&request)?;
         let schema = query.into_builder().schema();
-        Ok(Response::new(info_for(
-            query.as_any(),
-            Some(&schema),
-            request.into_inner(),
-        )?))
+        metadata_info(query.as_any(), &schema, request)
     }
 
     async fn do_get_catalogs(
@@ -528,13 +548,8 @@ impl FlightSqlService for SeuilFlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        Ok(Response::new(info_for(
-            query.as_any(),
-            Some(&schema),
-            request.into_inner(),
-        )?))
+        metadata_info(query.as_any(), &schema, request)
     }
 
     async fn do_get_schemas(
@@ -552,13 +567,8 @@ impl FlightSqlService for SeuilFlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        caller(&request)?;
         let schema = metadata::tables_schema(&query);
-        Ok(Response::new(info_for(
-            query.as_any(),
-            Some(&schema),
-            request.into_inner(),
-        )?))
+        metadata_info(query.as_any(), &schema, request)
     }
 
     async fn do_get_tables(
@@ -584,13 +594,8 @@ impl FlightSqlService for SeuilFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        caller(&request)?;
         let schema = query.into_builder().schema();
-        Ok(Response::new(info_for(
-            query.as_any(),
-            Some(&schema),
-            request.into_inner(),
-        )?))
+        metadata_info(query.as_any(), &schema, request)
     }
 
     async fn do_get_table_types(
@@ -608,13 +613,8 @@ impl FlightSqlService for SeuilFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        caller(&request)?;
         let schema = query.clone().into_builder(&self.sql_info).schema();
-        Ok(Response::new(info_for(
-            query.as_any(),
-            Some(&schema),
-            request.into_inner(),
-        )?))
+        metadata_info(query.as_any(), &schema, request)
     }
 
     async fn do_get_sql_info(
@@ -635,13 +635,8 @@ impl FlightSqlService for SeuilFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        caller(&request)?;
         let schema = self.xdbc.schema();
-        Ok(Response::new(info_for(
-            query.as_any(),
-            Some(&schema),
-            request.into_inner(),
-        )?))
+        metadata_info(query.as_any(), &schema, request)
     }
 
     async fn do_get_xdbc_type_info(
@@ -662,13 +657,8 @@ impl FlightSqlService for SeuilFlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        caller(&request)?;
         let schema = metadata::primary_keys_schema();
-        Ok(Response::new(info_for(
-            query.as_any(),
-            Some(&schema),
-            request.into_inner(),
-        )?))
+        metadata_info(query.as_any(), &schema, request)
     }
 
     async fn do_get_primary_keys(
@@ -676,10 +666,7 @@ impl FlightSqlService for SeuilFlightSql {
         _query: CommandGetPrimaryKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        caller(&request)?;
-        Ok(Response::new(one_batch(RecordBatch::new_empty(
-            metadata::primary_keys_schema(),
-        ))))
+        empty_answer(&request, metadata::primary_keys_schema())
     }
 
     async fn get_flight_info_imported_keys(
@@ -687,13 +674,8 @@ impl FlightSqlService for SeuilFlightSql {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        caller(&request)?;
         let schema = metadata::foreign_keys_schema();
-        Ok(Response::new(info_for(
-            query.as_any(),
-            Some(&schema),
-            request.into_inner(),
-        )?))
+        metadata_info(query.as_any(), &schema, request)
     }
 
     async fn do_get_imported_keys(
@@ -701,10 +683,7 @@ impl FlightSqlService for SeuilFlightSql {
         _query: CommandGetImportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        caller(&request)?;
-        Ok(Response::new(one_batch(RecordBatch::new_empty(
-            metadata::foreign_keys_schema(),
-        ))))
+        empty_answer(&request, metadata::foreign_keys_schema())
     }
 
     async fn get_flight_info_exported_keys(
@@ -712,13 +691,8 @@ impl FlightSqlService for SeuilFlightSql {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        caller(&request)?;
         let schema = metadata::foreign_keys_schema();
-        Ok(Response::new(info_for(
-            query.as_any(),
-            Some(&schema),
-            request.into_inner(),
-        )?))
+        metadata_info(query.as_any(), &schema, request)
     }
 
     async fn do_get_exported_keys(
@@ -726,10 +700,7 @@ impl FlightSqlService for SeuilFlightSql {
         _query: CommandGetExportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        caller(&request)?;
-        Ok(Response::new(one_batch(RecordBatch::new_empty(
-            metadata::foreign_keys_schema(),
-        ))))
+        empty_answer(&request, metadata::foreign_keys_schema())
     }
 
     async fn get_flight_info_cross_reference(
@@ -737,13 +708,8 @@ impl FlightSqlService for SeuilFlightSql {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        caller(&request)?;
         let schema = metadata::foreign_keys_schema();
-        Ok(Response::new(info_for(
-            query.as_any(),
-            Some(&schema),
-            request.into_inner(),
-        )?))
+        metadata_info(query.as_any(), &schema, request)
     }
 
     async fn do_get_cross_reference(
@@ -751,10 +717,7 @@ impl FlightSqlService for SeuilFlightSql {
         _query: CommandGetCrossReference,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        caller(&request)?;
-        Ok(Response::new(one_batch(RecordBatch::new_empty(
-            metadata::foreign_keys_schema(),
-        ))))
+        empty_answer(&request, metadata::foreign_keys_schema())
     }
 
     // Session actions.
