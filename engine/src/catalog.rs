@@ -13,6 +13,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use seuil_policies::{ColumnType, DataSchema};
 
 use crate::error::EngineError;
+use crate::person_index::PersonIndex;
 
 /// The raw tables of a data folder.
 #[derive(Debug, Clone)]
@@ -20,6 +21,10 @@ pub struct DataCatalog {
     /// The folder the tables were read from.
     pub location: PathBuf,
     tables: BTreeMap<String, Arc<dyn TableProvider>>,
+    /// The file of each table, for tables opened from files.
+    files: BTreeMap<String, PathBuf>,
+    /// The private tables keyed by person, when an index is attached.
+    person_index: Option<Arc<PersonIndex>>,
 }
 
 impl DataCatalog {
@@ -51,11 +56,11 @@ impl DataCatalog {
         }
         let ctx = SessionContext::new_with_config(crate::session_config(options));
         let mut tables = BTreeMap::new();
-        for (name, path) in files {
+        for (name, path) in &files {
             let path_text = path.to_str().ok_or_else(|| {
                 EngineError::Setup(format!("{} is not a UTF-8 path", path.display()))
             })?;
-            ctx.register_parquet(&name, path_text, ParquetReadOptions::default())
+            ctx.register_parquet(name, path_text, ParquetReadOptions::default())
                 .await
                 .map_err(|e| {
                     EngineError::Setup(format!("cannot open {} as Parquet: {e}", path.display()))
@@ -64,11 +69,13 @@ impl DataCatalog {
                 .table_provider(name.as_str())
                 .await
                 .map_err(|e| EngineError::Setup(format!("cannot open {}: {e}", path.display())))?;
-            tables.insert(name, provider);
+            tables.insert(name.clone(), provider);
         }
         Ok(Self {
             location: dir.to_path_buf(),
             tables,
+            files,
+            person_index: None,
         })
     }
 
@@ -77,7 +84,31 @@ impl DataCatalog {
         location: PathBuf,
         tables: BTreeMap<String, Arc<dyn TableProvider>>,
     ) -> Self {
-        Self { location, tables }
+        Self {
+            location,
+            tables,
+            files: BTreeMap::new(),
+            person_index: None,
+        }
+    }
+
+    /// The same tables with a person index attached: scans of private tables
+    /// read their keyed copies instead of joining to the person.
+    pub fn with_person_index(&self, index: PersonIndex) -> Self {
+        Self {
+            person_index: Some(Arc::new(index)),
+            ..self.clone()
+        }
+    }
+
+    /// The person index, if one is attached.
+    pub fn person_index(&self) -> Option<&PersonIndex> {
+        self.person_index.as_deref()
+    }
+
+    /// The file table `name` was opened from.
+    pub fn file(&self, name: &str) -> Option<&Path> {
+        self.files.get(name).map(PathBuf::as_path)
     }
 
     /// The raw table `name`.

@@ -54,6 +54,7 @@
 pub mod catalog;
 pub mod error;
 mod explain;
+pub mod person_index;
 mod query;
 pub mod release;
 pub mod rewrite;
@@ -79,6 +80,7 @@ use seuil_policies::{Diagnostics, Mode, Policy, PolicySource, Role};
 pub use catalog::DataCatalog;
 pub use error::{EngineError, Place, Refusal, Rule};
 pub use explain::Explanation;
+pub use person_index::{IndexOpening, PersonIndex, PersonIndexSetting};
 pub use release::{ReleaseReport, SuppressedCell, SuppressionReason};
 
 /// A user as the engine sees one: a name for the audit and a role for the rules.
@@ -112,6 +114,8 @@ pub struct EngineOptions {
     pub max_sql_bytes: usize,
     /// Deepest nesting of the SQL accepted (parser recursion).
     pub max_nesting: usize,
+    /// Where the person index is kept ([`person_index`]).
+    pub person_index: PersonIndexSetting,
 }
 
 impl Default for EngineOptions {
@@ -121,6 +125,7 @@ impl Default for EngineOptions {
             target_partitions: None,
             max_sql_bytes: 100_000,
             max_nesting: 64,
+            person_index: PersonIndexSetting::default(),
         }
     }
 }
@@ -233,8 +238,9 @@ fn runtime(options: &EngineOptions) -> Result<Arc<RuntimeEnv>, EngineError> {
 
 impl Engine {
     /// Opens the data folder, checks the policy against it, and builds the
-    /// engine. Returns the policy's warnings (such as data columns the policy
-    /// does not mention).
+    /// engine, with its person index ([`person_index`]) as the options say.
+    /// Returns the policy's warnings (such as data columns the policy does
+    /// not mention).
     pub async fn open_files(
         policy: &PolicySource,
         data_dir: &Path,
@@ -243,15 +249,64 @@ impl Engine {
         let data = DataCatalog::open(data_dir, &options).await?;
         let (policy, warnings) = seuil_policies::load(policy, Some(&data.data_schema()))
             .map_err(|e| EngineError::Setup(e.to_string()))?;
-        Ok((Engine::new(policy, data, options)?, warnings))
+        Ok((Engine::open(policy, data, options).await?, warnings))
     }
 
-    /// An engine over a validated policy and opened data.
+    /// An engine over a validated policy and opened data, with a person
+    /// index as the options say. An index that cannot be built (a read-only
+    /// folder, tables that are not files) is not an error: the engine then
+    /// traces persons by joins, which gives the same results more slowly,
+    /// and says so in the log.
+    pub async fn open(
+        policy: Policy,
+        data: DataCatalog,
+        options: EngineOptions,
+    ) -> Result<Engine, EngineError> {
+        let root = match &options.person_index {
+            PersonIndexSetting::Off => None,
+            PersonIndexSetting::InDataFolder => Some(data.location.join(".seuil-index")),
+            PersonIndexSetting::Folder(folder) => Some(folder.clone()),
+        };
+        let data = match root {
+            None => data,
+            Some(root) => match PersonIndex::open_or_build(&policy, &data, &root).await {
+                Ok((index, opening)) => {
+                    if let IndexOpening::Built(took) = opening {
+                        tracing::info!(
+                            folder = %index.folder().display(),
+                            seconds = took.as_secs_f64(),
+                            "built the person index"
+                        );
+                    }
+                    data.with_person_index(index)
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        %error,
+                        "no person index: queries join each private table to its persons"
+                    );
+                    data
+                }
+            },
+        };
+        Engine::new(policy, data, options)
+    }
+
+    /// An engine over a validated policy and opened data (with the person
+    /// index attached to `data`, if any).
     pub fn new(
         policy: Policy,
         data: DataCatalog,
         options: EngineOptions,
     ) -> Result<Engine, EngineError> {
+        if data
+            .person_index()
+            .is_some_and(|index| !index.serves(&policy))
+        {
+            return Err(EngineError::Setup(
+                "the person index was built for another policy's person paths".to_string(),
+            ));
+        }
         let runtime = runtime(&options)?;
         let mut roles = BTreeMap::new();
         for role in policy.roles.values() {

@@ -12,11 +12,14 @@
 //! role's row filters, joined along the policy's `person_via` path to the
 //! person table, and projected to the columns the user's query saw plus the
 //! hidden [`PERSON_COLUMN`]. The joins are the engine's own: a query on
-//! `er_prs_f` counts persons without the user joining `ir_ben_r`.
+//! `er_prs_f` counts persons without the user joining `ir_ben_r`. With a
+//! person index ([`crate::person_index`]) those joins were done once when
+//! the engine opened, and the scan reads the table's keyed copy instead.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use datafusion::catalog::TableProvider;
 use datafusion::catalog::default_table_source::provider_as_source;
 use datafusion::common::{Column, JoinType, TableReference};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableScan, col};
@@ -24,6 +27,7 @@ use seuil_policies::{ColumnClass, Policy, TableKind};
 
 use crate::catalog::DataCatalog;
 use crate::error::{EngineError, Refusal, Rule};
+use crate::person_index::PERSON_NUMBER;
 use crate::rewrite::lineage::{Node, PersonLineage, Privacy, bare_column};
 use crate::rules::scopes;
 
@@ -51,6 +55,17 @@ impl ScanRewrite<'_> {
             .data
             .table(table)
             .ok_or_else(|| EngineError::InvalidQuery(format!("table {table} not found")))?;
+        self.scan(table, provider, alias)
+    }
+
+    /// A scan of `provider` (table `table` or its keyed copy) under
+    /// `alias`, filtered by the role's row filter on `table`.
+    fn scan(
+        &self,
+        table: &str,
+        provider: &Arc<dyn TableProvider>,
+        alias: TableReference,
+    ) -> Result<LogicalPlanBuilder, EngineError> {
         let mut builder = LogicalPlanBuilder::scan(
             alias.clone(),
             provider_as_source(Arc::clone(provider)),
@@ -63,6 +78,71 @@ impl ScanRewrite<'_> {
                 .map_err(df)?;
         }
         Ok(builder)
+    }
+
+    /// The rows of private table `table` that reach a person, under an
+    /// internal name (so that the path's tables never clash with the user's
+    /// names), with the column that holds their person and that name.
+    ///
+    /// With a person index, the table's keyed copy already holds the person
+    /// number of each row. Without one, or when the role filters a table of
+    /// the path (whose filter must then apply), the rows are joined along the
+    /// policy's path; the last step reads the keyed person table when there
+    /// is an index, so that persons are numbers in either case.
+    pub fn rows_with_person(
+        &self,
+        table: &str,
+    ) -> Result<(LogicalPlanBuilder, Column, TableReference), EngineError> {
+        let base = TableReference::bare("__seuil_t0");
+        let path = self.policy.path_to_person(table);
+        let index = self.data.person_index();
+        let path_filtered = path
+            .iter()
+            .any(|link| self.row_filters.contains_key(&link.table));
+        if let Some(keyed) = index.and_then(|i| i.table(table))
+            && !path_filtered
+        {
+            let builder = self.scan(table, keyed, base.clone())?;
+            let person = Column::new(Some(base.clone()), PERSON_NUMBER);
+            return Ok((builder, person, base));
+        }
+        let mut builder = self.raw_scan(table, base.clone())?;
+        let mut person = Column::new(Some(base.clone()), &self.policy.person.column);
+        let mut current = base.clone();
+        for (step, link) in path.into_iter().enumerate() {
+            let alias = TableReference::bare(format!("__seuil_t{}", step + 1));
+            let keyed_persons = index
+                .filter(|_| link.table == self.policy.person.table)
+                .and_then(|i| i.table(&link.table));
+            let (right, person_column) = match keyed_persons {
+                Some(keyed) => (self.scan(&link.table, keyed, alias.clone())?, PERSON_NUMBER),
+                None => (
+                    self.raw_scan(&link.table, alias.clone())?,
+                    self.policy.person.column.as_str(),
+                ),
+            };
+            let left_keys: Vec<Column> = link
+                .columns
+                .iter()
+                .map(|c| Column::new(Some(current.clone()), c))
+                .collect();
+            let right_keys: Vec<Column> = link
+                .references
+                .iter()
+                .map(|c| Column::new(Some(alias.clone()), c))
+                .collect();
+            builder = builder
+                .join(
+                    right.build().map_err(df)?,
+                    JoinType::Inner,
+                    (left_keys, right_keys),
+                    None,
+                )
+                .map_err(df)?;
+            person = Column::new(Some(alias.clone()), person_column);
+            current = alias;
+        }
+        Ok((builder, person, base))
     }
 
     /// The rewritten scan: raw rows of the role's scope, with their person.
@@ -97,34 +177,7 @@ impl ScanRewrite<'_> {
             });
         }
 
-        // The table itself, under an internal name so that the path's tables
-        // never clash with the user's names.
-        let base = TableReference::bare("__seuil_t0");
-        let mut builder = self.raw_scan(&table, base.clone())?;
-        let mut person = Column::new(Some(base.clone()), &self.policy.person.column);
-        let mut current = base.clone();
-        for (step, link) in self.policy.path_to_person(&table).into_iter().enumerate() {
-            let alias = TableReference::bare(format!("__seuil_t{}", step + 1));
-            let right = self
-                .raw_scan(&link.table, alias.clone())?
-                .build()
-                .map_err(df)?;
-            let left_keys: Vec<Column> = link
-                .columns
-                .iter()
-                .map(|c| Column::new(Some(current.clone()), c))
-                .collect();
-            let right_keys: Vec<Column> = link
-                .references
-                .iter()
-                .map(|c| Column::new(Some(alias.clone()), c))
-                .collect();
-            builder = builder
-                .join(right, JoinType::Inner, (left_keys, right_keys), None)
-                .map_err(df)?;
-            person = Column::new(Some(alias.clone()), &self.policy.person.column);
-            current = alias;
-        }
+        let (builder, person, base) = self.rows_with_person(&table)?;
         let mut projection: Vec<Expr> = visible
             .iter()
             .map(|name| {
