@@ -82,13 +82,15 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
     super::ensure_data(&args.data, args.persons)?;
     let options = EngineOptions::default();
     let data = DataCatalog::open(&args.data, &options).await?;
-    let threshold = Engine::new(
+    let threshold = Engine::open(
         with_dominance(&data, None, None)?,
         data.clone(),
         options.clone(),
-    )?;
+    )
+    .await?;
     let dominance = Some(Dominance { n: 2, k: 85.0 });
-    let protected = Engine::new(with_dominance(&data, dominance, Some(10.0))?, data, options)?;
+    let protected =
+        Engine::open(with_dominance(&data, dominance, Some(10.0))?, data, options).await?;
     let user = User::new("bench", "researcher");
     let mut measurements = Vec::new();
     let mut ratios = Vec::new();

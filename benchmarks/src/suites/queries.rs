@@ -99,7 +99,15 @@ pub fn best(times: &[f64]) -> f64 {
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
     super::ensure_data(&args.data, args.persons)?;
     let policy = PolicySource::new("policies/snds.toml", seuil_policies::SNDS_POLICY);
+    let index_existed = args.data.join(".seuil-index").is_dir();
+    let opening = Instant::now();
     let (engine, _) = Engine::open_files(&policy, &args.data, EngineOptions::default()).await?;
+    let open_seconds = opening.elapsed().as_secs_f64();
+    let index = match (engine.data().person_index(), index_existed) {
+        (None, _) => "none (scans join to the person)".to_string(),
+        (Some(_), true) => format!("reused; engine opened in {open_seconds:.1} s"),
+        (Some(_), false) => format!("built when the engine opened, in {open_seconds:.1} s"),
+    };
     let raw =
         SessionContext::new_with_config(seuil_engine::session_config(&EngineOptions::default()));
     for (name, table) in engine.data().tables() {
@@ -141,6 +149,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         suite: "queries".into(),
         setup: vec![
             ("data".into(), args.data.display().to_string()),
+            ("person index".into(), index),
             (
                 "runs per query and side".into(),
                 format!("{} (best of), after a warm-up", args.runs),
