@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use seuil_engine::PersonIndexSetting;
 
 /// The demo configuration, embedded: users `alice` (researcher) and `bob`
 /// (public), both with password `demo`, on loopback.
@@ -57,6 +58,22 @@ pub struct ServerSection {
     /// Lifetime of a bearer token, in seconds.
     #[serde(default = "default_token_seconds")]
     pub token_lifetime_seconds: u64,
+    /// Where the person index is kept: a folder, or `"off"`; `.seuil-index`
+    /// inside the data folder when omitted. Point it elsewhere when the data
+    /// folder is read-only.
+    #[serde(default)]
+    pub person_index: Option<PathBuf>,
+}
+
+impl ServerSection {
+    /// The person index setting of the engine.
+    pub fn person_index_setting(&self) -> PersonIndexSetting {
+        match &self.person_index {
+            None => PersonIndexSetting::InDataFolder,
+            Some(folder) if folder.as_os_str() == "off" => PersonIndexSetting::Off,
+            Some(folder) => PersonIndexSetting::Folder(folder.clone()),
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -84,6 +101,7 @@ impl Default for ServerSection {
             audit_log: default_audit_log(),
             demo_persons: default_demo_persons(),
             token_lifetime_seconds: default_token_seconds(),
+            person_index: None,
         }
     }
 }

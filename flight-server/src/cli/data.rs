@@ -94,7 +94,7 @@ pub async fn open_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
         target_partitions: None,
         max_sql_bytes: config.limits.max_sql_bytes,
         max_nesting: config.limits.max_nesting,
-        ..EngineOptions::default()
+        person_index: config.server.person_index_setting(),
     };
     let (engine, warnings) = Engine::open_files(&source, &config.server.data, options).await?;
     if !warnings.0.is_empty() {
