@@ -149,22 +149,9 @@ impl DataCatalog {
 
 fn column_type(data_type: &DataType) -> ColumnType {
     match data_type {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ColumnType::Text,
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64 => ColumnType::Integer,
-        DataType::Float16
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Decimal32(..)
-        | DataType::Decimal64(..)
-        | DataType::Decimal128(..)
-        | DataType::Decimal256(..) => ColumnType::Float,
+        t if t.is_string() => ColumnType::Text,
+        t if t.is_integer() => ColumnType::Integer,
+        t if t.is_floating() || t.is_decimal() => ColumnType::Float,
         DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => ColumnType::Temporal,
         DataType::Boolean => ColumnType::Boolean,
         other => ColumnType::Other(other.to_string()),

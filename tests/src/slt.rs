@@ -43,20 +43,14 @@ impl SltDb {
 }
 
 fn column_type(data_type: &DataType) -> DefaultColumnType {
-    match data_type {
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64 => DefaultColumnType::Integer,
-        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => {
-            DefaultColumnType::FloatingPoint
-        }
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DefaultColumnType::Text,
-        _ => DefaultColumnType::Any,
+    if data_type.is_integer() {
+        DefaultColumnType::Integer
+    } else if data_type.is_floating() || data_type.is_decimal() {
+        DefaultColumnType::FloatingPoint
+    } else if data_type.is_string() {
+        DefaultColumnType::Text
+    } else {
+        DefaultColumnType::Any
     }
 }
 
