@@ -270,8 +270,8 @@ impl Engine {
         let data = match root {
             None => data,
             Some(root) => match PersonIndex::open_or_build(&policy, &data, &root).await {
-                Ok((index, opening)) => {
-                    if let IndexOpening::Built(took) = opening {
+                Ok(index) => {
+                    if let IndexOpening::Built(took) = index.opening() {
                         tracing::info!(
                             folder = %index.folder().display(),
                             seconds = took.as_secs_f64(),

@@ -89,6 +89,7 @@ pub struct PersonIndex {
     folder: PathBuf,
     lineage: String,
     tables: BTreeMap<String, Arc<dyn TableProvider>>,
+    opening: IndexOpening,
 }
 
 /// What opening the index did.
@@ -104,6 +105,11 @@ impl PersonIndex {
     /// The keyed copy of private table `table`.
     pub fn table(&self, table: &str) -> Option<&Arc<dyn TableProvider>> {
         self.tables.get(table)
+    }
+
+    /// Whether opening found the index or built it.
+    pub fn opening(&self) -> &IndexOpening {
+        &self.opening
     }
 
     /// The folder the keyed tables are read from.
@@ -122,13 +128,17 @@ impl PersonIndex {
         policy: &Policy,
         data: &DataCatalog,
         root: &Path,
-    ) -> Result<(PersonIndex, IndexOpening), EngineError> {
+    ) -> Result<PersonIndex, EngineError> {
         let lineage = lineage_signature(policy);
         let data_part = data_signature(policy, data)?;
         let name = format!("{data_part}-{}", &lineage[..16]);
         let folder = root.join(&name);
         let mut opening = IndexOpening::Reused;
         if !folder.join(MANIFEST).is_file() {
+            tracing::info!(
+                folder = %folder.display(),
+                "building the person index of this data (once; later opens reuse it)"
+            );
             let started = Instant::now();
             fs::create_dir_all(root).map_err(|e| setup(root, "create", &e))?;
             remove_abandoned_builds(root);
@@ -160,14 +170,12 @@ impl PersonIndex {
             opening = IndexOpening::Built(started.elapsed());
         }
         let tables = open_keyed(policy, data, &folder).await?;
-        Ok((
-            PersonIndex {
-                folder,
-                lineage,
-                tables,
-            },
+        Ok(PersonIndex {
+            folder,
+            lineage,
+            tables,
             opening,
-        ))
+        })
     }
 }
 
@@ -277,6 +285,7 @@ async fn build(
         folder: folder.to_path_buf(),
         lineage: lineage.to_string(),
         tables: BTreeMap::from([(person_table.to_string(), keyed_persons)]),
+        opening: IndexOpening::Reused,
     });
     let no_filters = BTreeMap::new();
     let lineage_join = ScanRewrite {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use seuil_engine::{Engine, EngineOptions};
+use seuil_engine::{Engine, EngineOptions, IndexOpening};
 use seuil_policies::PolicySource;
 
 use crate::config::ServerConfig;
@@ -97,6 +97,13 @@ pub async fn open_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
         person_index: config.server.person_index_setting(),
     };
     let (engine, warnings) = Engine::open_files(&source, &config.server.data, options).await?;
+    if let Some(IndexOpening::Built(took)) = engine.data().person_index().map(|i| i.opening()) {
+        eprintln!(
+            "built the person index of {} in {:.1} s (once: later runs reuse it)",
+            config.server.data.display(),
+            took.as_secs_f64()
+        );
+    }
     if !warnings.0.is_empty() {
         eprintln!("{}", warnings.render(&source));
     }
