@@ -140,7 +140,7 @@ impl PersonIndex {
                 "building the person index of this data (once; later opens reuse it)"
             );
             let started = Instant::now();
-            fs::create_dir_all(root).map_err(|e| setup(root, "create", &e))?;
+            private_folder(root, true).map_err(|e| setup(root, "create", &e))?;
             remove_abandoned_builds(root);
             let partial = root.join(format!(
                 ".build-{}-{}",
@@ -150,7 +150,7 @@ impl PersonIndex {
                     .unwrap_or_default()
                     .as_nanos()
             ));
-            fs::create_dir(&partial).map_err(|e| setup(&partial, "create", &e))?;
+            private_folder(&partial, false).map_err(|e| setup(&partial, "create", &e))?;
             let built = build(policy, data, &partial, &lineage).await;
             if let Err(error) = built {
                 let _ = fs::remove_dir_all(&partial);
@@ -177,6 +177,17 @@ impl PersonIndex {
             opening,
         })
     }
+}
+
+/// Creates a folder only its owner can read: the keyed tables are copies of
+/// health data, and must not be more readable than the data because the
+/// process's umask is lax.
+fn private_folder(path: &Path, with_parents: bool) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(with_parents);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
 }
 
 fn setup(path: &Path, action: &str, error: &std::io::Error) -> EngineError {

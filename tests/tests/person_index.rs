@@ -101,6 +101,13 @@ async fn a_changed_table_gets_a_new_index_and_the_old_one_goes() {
     let before = outcome(&engine, &alice, sql, 1).await;
     let first = index_folders(&root);
     assert_eq!(first.len(), 1, "{first:?}");
+    #[cfg(unix)]
+    {
+        // Copies of health data: readable by the engine's user only.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&root).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "index folder mode {mode:o}");
+    }
 
     // Opening again reuses the index.
     engine_with(data.path(), PersonIndexSetting::InDataFolder).await;
