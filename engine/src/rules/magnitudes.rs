@@ -24,7 +24,11 @@
 //!    cell, the sum of the person's clamped contributions over the finest
 //!    cells it covers (so that a total is exactly the sum of its cells);
 //! 3. per cell: the released values, the person count, and for each
-//!    sensitive sum its total and its largest per-person contributions.
+//!    sensitive sum its total and its largest per-person contributions
+//!    (found by [`super::largest`] in this same aggregate, without sorting
+//!    the persons of each cell). Floating-point sums over persons are exact
+//!    ([`super::exact_sum`]), so that they do not depend on the order in
+//!    which persons arrive.
 //!
 //! Order statistics (`MIN`, `MAX`, `MEDIAN`) of a sensitive column, when the
 //! role allows them, are taken over persons' values with the `exclude`
@@ -49,6 +53,8 @@ use crate::error::{EngineError, Refusal, Rule};
 use crate::rewrite::lineage::{PersonLineage, bare_column, expr_sensitivity, output_column};
 use crate::rewrite::place_of;
 use crate::rules::distinct_persons::persons_up_to;
+use crate::rules::exact_sum::exact_sum;
+use crate::rules::largest::nth_largest;
 
 /// Name of the per-cell distinct-person count in the cells plan.
 pub const PERSONS_COLUMN: &str = "__seuil_persons";
@@ -657,9 +663,10 @@ fn multi_level(
             .collect(),
         None => cell_groups.clone(),
     };
-    // Ranks of persons within each cell, for the largest contributions and
-    // the trimmed order statistics. (Windows rather than ordered aggregates:
-    // one aggregate cannot order by several expressions.)
+    // Ranks of persons within each cell, for the trimmed order statistics.
+    // (Windows rather than ordered aggregates: one aggregate cannot order by
+    // several expressions. The largest contributions of the dominance rules
+    // do not need them: see `super::largest`.)
     let largest = dominance_depth(role);
     let mut rank_exprs: Vec<Expr> = Vec::new();
     let mut ranked: Vec<(usize, bool, String)> = Vec::new(); // (partial, descending, rank column)
@@ -697,12 +704,6 @@ fn multi_level(
             _ => None,
         });
     }
-    let mut dominance_ranks: Vec<String> = Vec::new();
-    if largest > 0 {
-        for (_, partial) in &dominance_partials {
-            dominance_ranks.push(rank_of(*partial, true, &mut rank_exprs)?);
-        }
-    }
     if !rank_exprs.is_empty() {
         // One window node per ordering, as DataFusion executes them.
         per_person =
@@ -721,16 +722,34 @@ fn multi_level(
 
     // Level 3: per cell.
     let first_value = original_schema.fields().len() - aggr_expr.len();
+    let column = |p: usize| Expr::Column(per_person_partials[p].clone());
+    let is_float = |p: usize| {
+        per_person
+            .schema()
+            .qualified_field_from_column(&per_person_partials[p])
+            .is_ok_and(|(_, f)| f.data_type() == &DataType::Float64)
+    };
+    // Floating-point sums over a cell's persons are exact, rounded once
+    // (`super::exact_sum`): persons reach this aggregate in an order that
+    // varies from run to run, and a plain sum's last digits would vary with
+    // it. Integer and decimal sums are exact already.
+    let sum_over_persons = |p: usize| {
+        if is_float(p) {
+            exact_sum(column(p))
+        } else {
+            sum(column(p))
+        }
+    };
     let mut cell_aggr: Vec<Expr> = Vec::new();
     for (i, final_) in finals.iter().enumerate() {
-        let column = |p: usize| Expr::Column(per_person_partials[p].clone());
         let expr = match *final_ {
+            Final::Combined(p, Combine::Sum) => sum_over_persons(p),
             Final::Combined(p, how) => combine(column(p), how),
             Final::Ratio(s, c) => {
                 // An average: the sum over persons and the count, divided in
                 // the projection below.
-                cell_aggr.push(sum(column(s)).alias(format!("__seuil_sum_{i}")));
-                cell_aggr.push(sum(column(c)).alias(format!("__seuil_count_{i}")));
+                cell_aggr.push(sum_over_persons(s).alias(format!("__seuil_sum_{i}")));
+                cell_aggr.push(sum_over_persons(c).alias(format!("__seuil_count_{i}")));
                 continue;
             }
             Final::Trimmed { partial, rank, .. } => {
@@ -742,12 +761,23 @@ fn multi_level(
         cell_aggr.push(expr.alias(format!("__seuil_value_{i}")));
     }
     cell_aggr.push(count(Expr::Column(per_person_person.clone())).alias(PERSONS_COLUMN));
-    for ((measure, partial), rank_column) in dominance_partials.iter().zip(&dominance_ranks) {
-        let contribution = Expr::Column(per_person_partials[*partial].clone());
-        cell_aggr.push(sum(contribution).alias(format!("__seuil_total_{measure}")));
+    for (measure, partial) in dominance_partials.iter().filter(|_| largest > 0) {
+        cell_aggr.push(sum_over_persons(*partial).alias(format!("__seuil_total_{measure}")));
+        // The largest contributions in the cell's own aggregate, rather than
+        // ranking every person of every cell. They are taken as Float64, as
+        // the release step reads them: the cast keeps the order, so the n-th
+        // largest of the cast values is the cast of the n-th largest.
+        let contribution = if is_float(*partial) {
+            column(*partial)
+        } else {
+            Expr::Cast(datafusion::logical_expr::Cast::new(
+                Box::new(column(*partial)),
+                DataType::Float64,
+            ))
+        };
         for rank in 1..=largest {
             cell_aggr.push(
-                max(at_rank(*partial, rank_column, rank as i64)?)
+                nth_largest(contribution.clone(), rank)
                     .alias(format!("__seuil_top{rank}_{measure}")),
             );
         }

@@ -3,7 +3,9 @@
 
 pub mod aggregates_only;
 pub mod distinct_persons;
+pub mod exact_sum;
 pub mod identifiers;
+pub mod largest;
 pub mod magnitudes;
 pub mod margins;
 pub mod min_persons;
