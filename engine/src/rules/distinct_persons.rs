@@ -235,6 +235,16 @@ impl GroupsAccumulator for PersonsGroupsAccumulator {
     ) -> Result<()> {
         let array = &values[0];
         self.cells.resize_with(total_num_groups, Vec::new);
+        // Once a cell has `cap` persons its count is settled: in most
+        // batches of a query with few cells every row falls in such a cell,
+        // and the batch needs no hashing at all.
+        let cap = self.cap;
+        if group_indices
+            .iter()
+            .all(|&cell| self.cells[cell].len() >= cap)
+        {
+            return Ok(());
+        }
         let hashes = hash_persons(array, &mut self.hashes)?;
         for (row, &cell) in group_indices.iter().enumerate() {
             let persons = &mut self.cells[cell];
