@@ -8,7 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::catalog::TableProvider;
+use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
+use datafusion::common::{Constraints, Statistics};
+use datafusion::datasource::TableType;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use seuil_policies::{ColumnType, DataSchema};
 
@@ -69,7 +74,7 @@ impl DataCatalog {
                 .table_provider(name.as_str())
                 .await
                 .map_err(|e| EngineError::Setup(format!("cannot open {}: {e}", path.display())))?;
-            tables.insert(name.clone(), provider);
+            tables.insert(name.clone(), FileTable::wrap(path, provider));
         }
         Ok(Self {
             location: dir.to_path_buf(),
@@ -155,5 +160,85 @@ fn column_type(data_type: &DataType) -> ColumnType {
         DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => ColumnType::Temporal,
         DataType::Boolean => ColumnType::Boolean,
         other => ColumnType::Other(other.to_string()),
+    }
+}
+
+/// A table read from one file that fails, rather than reads as empty, once
+/// the file is gone: DataFusion's listing of a missing file is an empty
+/// table, and a query over it would quietly suppress every cell. Happens when
+/// the data or the person index is removed under a running engine.
+#[derive(Debug)]
+pub(crate) struct FileTable {
+    file: PathBuf,
+    inner: Arc<dyn TableProvider>,
+}
+
+impl FileTable {
+    /// `inner`, the table of `file`, failing once `file` is gone.
+    pub(crate) fn wrap(file: &Path, inner: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+        Arc::new(FileTable {
+            file: file.to_path_buf(),
+            inner,
+        })
+    }
+
+    fn check(&self) -> datafusion::error::Result<()> {
+        if self.file.is_file() {
+            return Ok(());
+        }
+        tracing::error!(
+            file = %self.file.display(),
+            "a table file is gone; restart the engine (a removed person index is rebuilt)"
+        );
+        Err(DataFusionError::IoError(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "a table file is gone",
+        )))
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for FileTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        self.inner.constraints()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        self.check()?;
+        self.inner.scan(state, projection, filters, limit).await
+    }
+
+    async fn scan_with_args<'a>(
+        &self,
+        state: &dyn Session,
+        args: ScanArgs<'a>,
+    ) -> datafusion::error::Result<ScanResult> {
+        self.check()?;
+        self.inner.scan_with_args(state, args).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        self.inner.statistics()
     }
 }

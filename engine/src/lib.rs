@@ -270,16 +270,9 @@ impl Engine {
         let data = match root {
             None => data,
             Some(root) => match PersonIndex::open_or_build(&policy, &data, &root).await {
-                Ok(index) => {
-                    if let IndexOpening::Built(took) = index.opening() {
-                        tracing::info!(
-                            folder = %index.folder().display(),
-                            seconds = took.as_secs_f64(),
-                            "built the person index"
-                        );
-                    }
-                    data.with_person_index(index)
-                }
+                // How long a build took is for the caller to tell
+                // (`PersonIndex::opening`): the CLI prints it.
+                Ok(index) => data.with_person_index(index),
                 Err(error) => {
                     tracing::warn!(
                         %error,

@@ -52,7 +52,7 @@ use futures::TryStreamExt;
 use seuil_policies::{Policy, TableKind};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::DataCatalog;
+use crate::catalog::{DataCatalog, FileTable};
 use crate::error::EngineError;
 use crate::rules::person_lineage::ScanRewrite;
 
@@ -448,9 +448,11 @@ async fn open_table(
     ctx.register_parquet(&name, text, ParquetReadOptions::default())
         .await
         .map_err(|e| EngineError::Setup(format!("cannot open {}: {e}", path.display())))?;
-    ctx.table_provider(name.as_str())
+    let provider = ctx
+        .table_provider(name.as_str())
         .await
-        .map_err(|e| EngineError::Setup(format!("cannot open {}: {e}", path.display())))
+        .map_err(|e| EngineError::Setup(format!("cannot open {}: {e}", path.display())))?;
+    Ok(FileTable::wrap(&path, provider))
 }
 
 /// Opens the keyed tables of a complete index and checks that each is its

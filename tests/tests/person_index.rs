@@ -188,3 +188,18 @@ async fn an_index_that_cannot_be_written_is_not_needed() {
     assert!(answer.contains("released"), "{answer}");
     assert_eq!(answer, outcome(&joined, &alice, sql, 1).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_removed_under_a_running_engine_fails_its_queries() {
+    let data = test_data(1_000, 25);
+    let engine = engine_with(data.path(), PersonIndexSetting::InDataFolder).await;
+    let alice = User::new("alice", "researcher");
+    let sql = "SELECT prs_nat_ref, count(*) FROM er_prs_f GROUP BY 1";
+    assert!(outcome(&engine, &alice, sql, 1).await.contains("released"));
+    std::fs::remove_dir_all(data.path().join(".seuil-index")).unwrap();
+    // Not an empty table with every cell gone: an error, until a restart
+    // builds the index again.
+    let answer = outcome(&engine, &alice, sql, 1).await;
+    assert!(answer.starts_with("error: "), "{answer}");
+    assert!(!answer.contains(data.path().to_str().unwrap()), "{answer}");
+}
