@@ -25,7 +25,8 @@
 //! stale index is never read. A build writes into a private folder and
 //! renames it into place once complete, so engines opening the same data at
 //! the same time never see half an index; the loser of such a race discards
-//! its copy. Indexes of data files that no longer exist are removed.
+//! its copy. Indexes of data files that no longer exist, or in an older
+//! format, are removed when a new one is built.
 //!
 //! Row filters of a role (rule 8) on the tables of a path still apply: a scan
 //! whose path crosses a filtered table joins along the path as before,
@@ -45,8 +46,9 @@ use datafusion::common::{Column, JoinType, TableReference};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, cast, col};
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
 use datafusion::prelude::{Expr, ParquetReadOptions, SessionContext};
 use futures::TryStreamExt;
 use seuil_policies::{Policy, TableKind};
@@ -61,7 +63,7 @@ pub const PERSON_NUMBER: &str = "__seuil_person_number";
 
 /// Bumped whenever what a keyed table holds changes, so that older indexes
 /// are rebuilt rather than misread.
-const FORMAT_VERSION: &str = "seuil person index 1";
+const FORMAT_VERSION: &str = "seuil person index 2";
 
 /// Written last into a complete index, before it is renamed into place.
 const MANIFEST: &str = "manifest.json";
@@ -403,11 +405,17 @@ fn numbered_persons(policy: &Policy, data: &DataCatalog) -> Result<LogicalPlan, 
 fn writer_properties() -> Result<WriterProperties, EngineError> {
     let level = ZstdLevel::try_new(1)
         .map_err(|e| EngineError::Setup(format!("cannot set up the person index writer: {e}")))?;
+    // The person numbers come in runs (a person's claims are consecutive in
+    // the generated data, and the person table is in person order): deltas
+    // store them in a few bits per row and decode without a dictionary.
+    let person_number = ColumnPath::from(PERSON_NUMBER);
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(128 * 1024))
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
+        .set_column_dictionary_enabled(person_number.clone(), false)
+        .set_column_encoding(person_number, Encoding::DELTA_BINARY_PACKED)
         .build())
 }
 
@@ -510,17 +518,24 @@ fn remove_abandoned_builds(root: &Path) {
     }
 }
 
-/// Removes the indexes of data files that are gone (another data signature).
-/// Indexes of the same data for another policy stay: an engine with that
-/// policy may be using them.
+/// Removes the indexes of data files that are gone (another data signature)
+/// and those an older seuil wrote (another format). Indexes of the same data
+/// for another policy stay: an engine with that policy may be using them.
 fn remove_stale_indexes(root: &Path, data_part: &str, current: &str) {
     let Ok(entries) = fs::read_dir(root) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let is_index = !name.starts_with('.') && entry.path().join(MANIFEST).is_file();
-        if is_index && name != current && !name.starts_with(&format!("{data_part}-")) {
+        let manifest = entry.path().join(MANIFEST);
+        if name.starts_with('.') || name == current || !manifest.is_file() {
+            continue;
+        }
+        let same_format = fs::read_to_string(&manifest)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .is_some_and(|m| m["format"] == FORMAT_VERSION);
+        if !same_format || !name.starts_with(&format!("{data_part}-")) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
