@@ -9,7 +9,9 @@
 //! module under [`rules`]:
 //!
 //! - scans of private tables carry a hidden person column, reached through the
-//!   policy's foreign-key path ([`rules::person_lineage`], [`rules::scopes`]);
+//!   policy's foreign-key path ([`rules::person_lineage`], [`rules::scopes`]),
+//!   a path the engine joins once when it opens and keeps as a person index
+//!   ([`person_index`]);
 //! - the released aggregate counts distinct persons per cell, and cells under
 //!   `min_persons` are suppressed before `HAVING`, `ORDER BY` and `LIMIT`
 //!   ([`rules::min_persons`], [`release`]);
