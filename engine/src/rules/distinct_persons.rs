@@ -22,14 +22,15 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, UInt64Type};
 use datafusion::common::hash_utils::{QualityRandomState, create_hashes};
-use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature,
     Volatility, lit,
 };
-use datafusion::physical_expr::expressions::Literal;
+
+use crate::rules::aggregate_support::positive_literal_argument;
 
 /// The hash seed of persons: fixed, so that partial states merge.
 const PERSON_HASH: QualityRandomState = QualityRandomState::with_seed(0x5e11_5e11_5e11_5e11);
@@ -70,15 +71,10 @@ impl PersonsUpTo {
 
 /// The `k` of a call: its second argument, a positive integer literal.
 fn cap_of(args: &AccumulatorArgs) -> Result<usize> {
-    let value = args
-        .exprs
-        .get(1)
-        .and_then(|e| e.downcast_ref::<Literal>())
-        .map(Literal::value);
-    match value {
-        Some(ScalarValue::Int64(Some(k))) if *k > 0 => Ok(*k as usize),
-        _ => exec_err!("seuil_persons_up_to takes a positive integer literal as its bound"),
-    }
+    positive_literal_argument(
+        args,
+        "seuil_persons_up_to takes a positive integer literal as its bound",
+    )
 }
 
 impl AggregateUDFImpl for PersonsUpTo {

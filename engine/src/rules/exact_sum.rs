@@ -412,12 +412,12 @@ impl ExactSumGroupsAccumulator {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{Int64Array, RecordBatch};
-    use datafusion::arrow::datatypes::Schema;
-    use datafusion::datasource::MemTable;
     use datafusion::prelude::{SessionConfig, SessionContext};
 
     use super::*;
+    use crate::rules::aggregate_support::testing::{
+        float_cells_context, last_float_column, partial_aggregation_configs,
+    };
 
     fn sum_of(values: &[f64]) -> Option<f64> {
         let mut sum = Sum::default();
@@ -500,64 +500,13 @@ mod tests {
         ]
     }
 
-    /// The table `t(g, v)` of [`cells`], its rows interleaved across cells
-    /// and cut into batches of three spread over `partitions` partitions.
     fn context(partitions: usize, config: SessionConfig) -> SessionContext {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("g", DataType::Int64, false),
-            Field::new("v", DataType::Float64, true),
-        ]));
-        let cells = cells();
-        let longest = cells.iter().map(Vec::len).max().unwrap_or(0);
-        let mut rows = Vec::new();
-        for i in 0..longest {
-            for (g, values) in cells.iter().enumerate() {
-                if let Some(value) = values.get(i) {
-                    rows.push((g as i64, *value));
-                }
-            }
-        }
-        let batches: Vec<RecordBatch> = rows
-            .chunks(3)
-            .map(|chunk| {
-                let g: Int64Array = chunk.iter().map(|(g, _)| Some(*g)).collect();
-                let v: Float64Array = chunk.iter().map(|(_, v)| *v).collect();
-                RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(g), Arc::new(v)]).unwrap()
-            })
-            .collect();
-        let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
-        for (i, batch) in batches.into_iter().enumerate() {
-            parts[i % partitions].push(batch);
-        }
-        let ctx = SessionContext::new_with_config(config.with_target_partitions(partitions));
-        ctx.register_table("t", Arc::new(MemTable::try_new(schema, parts).unwrap()))
-            .unwrap();
-        ctx.register_udaf(AggregateUDF::from(ExactSum::new()));
-        ctx
-    }
-
-    async fn floats(ctx: &SessionContext, sql: &str) -> Vec<Option<f64>> {
-        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        batches
-            .iter()
-            .flat_map(|b| {
-                b.column(b.num_columns() - 1)
-                    .as_primitive::<Float64Type>()
-                    .iter()
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    }
-
-    /// The default configuration, and one that gives up on partial
-    /// aggregation after the first rows (rows then reach the final
-    /// aggregate through `convert_to_state`).
-    fn configs() -> Vec<SessionConfig> {
-        let mut skipping = SessionConfig::new();
-        let execution = &mut skipping.options_mut().execution;
-        execution.skip_partial_aggregation_probe_rows_threshold = 1;
-        execution.skip_partial_aggregation_probe_ratio_threshold = 0.0;
-        vec![SessionConfig::new(), skipping]
+        float_cells_context(
+            &cells(),
+            partitions,
+            config,
+            AggregateUDF::from(ExactSum::new()),
+        )
     }
 
     #[tokio::test]
@@ -571,11 +520,11 @@ mod tests {
         assert_eq!(expected[0], Some(f64::from_bits(0x401d_f11f_45f4_e61a)));
         assert_eq!(expected[2..], [Some(2.5), None]);
         let everything = exact(&cells().concat());
-        for config in configs() {
+        for (_, config) in partial_aggregation_configs() {
             for partitions in [1, 2, 3, 4] {
                 let ctx = context(partitions, config.clone());
                 assert_eq!(
-                    floats(
+                    last_float_column(
                         &ctx,
                         "SELECT g, seuil_exact_sum(v) FROM t GROUP BY g ORDER BY g"
                     )
@@ -584,7 +533,7 @@ mod tests {
                     "{partitions} partitions"
                 );
                 assert_eq!(
-                    floats(&ctx, "SELECT seuil_exact_sum(v) FROM t").await,
+                    last_float_column(&ctx, "SELECT seuil_exact_sum(v) FROM t").await,
                     vec![everything],
                     "{partitions} partitions, without GROUP BY"
                 );
@@ -652,7 +601,7 @@ mod tests {
             .unwrap_err();
         assert!(error.to_string().contains("floating-point"), "{error}");
         assert_eq!(
-            floats(
+            last_float_column(
                 &ctx,
                 "SELECT seuil_exact_sum(CAST(v AS FLOAT)) FROM t WHERE g = 2"
             )

@@ -41,7 +41,8 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature,
     Volatility, lit,
 };
-use datafusion::physical_expr::expressions::Literal;
+
+use crate::rules::aggregate_support::positive_literal_argument;
 
 /// `seuil_nth_largest(value, n)`: the `n`-th largest non-null `value` of a
 /// cell (ties counted apart), or NULL when it has fewer than `n`. `value`
@@ -81,15 +82,10 @@ impl NthLargest {
 
 /// The `n` of a call: its second argument, a positive integer literal.
 fn rank_of(args: &AccumulatorArgs) -> Result<usize> {
-    let value = args
-        .exprs
-        .get(1)
-        .and_then(|e| e.downcast_ref::<Literal>())
-        .map(Literal::value);
-    match value {
-        Some(ScalarValue::Int64(Some(n))) if *n > 0 => Ok(*n as usize),
-        _ => exec_err!("seuil_nth_largest takes a positive integer literal as its rank"),
-    }
+    positive_literal_argument(
+        args,
+        "seuil_nth_largest takes a positive integer literal as its rank",
+    )
 }
 
 impl AggregateUDFImpl for NthLargest {
@@ -345,12 +341,12 @@ impl LargestGroupsAccumulator {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{Int64Array, RecordBatch};
-    use datafusion::arrow::datatypes::Schema;
-    use datafusion::datasource::MemTable;
     use datafusion::prelude::{SessionConfig, SessionContext};
 
     use super::*;
+    use crate::rules::aggregate_support::testing::{
+        float_cells_context, last_float_column, partial_aggregation_configs,
+    };
 
     /// The values of each cell `g` of the test table, as a cell sees them
     /// (`None` for NULL).
@@ -371,56 +367,13 @@ mod tests {
         ]
     }
 
-    /// The table `t(g, v)` of [`cells`], its rows interleaved across cells
-    /// and cut into batches of three rows spread over `partitions`
-    /// partitions, so that each cell's values arrive in several partial
-    /// states that must merge.
     fn context(partitions: usize, config: SessionConfig) -> SessionContext {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("g", DataType::Int64, false),
-            Field::new("v", DataType::Float64, true),
-        ]));
-        let cells = cells();
-        let longest = cells.iter().map(Vec::len).max().unwrap_or(0);
-        let mut rows = Vec::new();
-        for i in 0..longest {
-            for (g, values) in cells.iter().enumerate() {
-                if let Some(value) = values.get(i) {
-                    rows.push((g as i64, *value));
-                }
-            }
-        }
-        let batches: Vec<RecordBatch> = rows
-            .chunks(3)
-            .map(|chunk| {
-                let g: Int64Array = chunk.iter().map(|(g, _)| Some(*g)).collect();
-                let v: Float64Array = chunk.iter().map(|(_, v)| *v).collect();
-                RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(g), Arc::new(v)]).unwrap()
-            })
-            .collect();
-        let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
-        for (i, batch) in batches.into_iter().enumerate() {
-            parts[i % partitions].push(batch);
-        }
-        let ctx = SessionContext::new_with_config(config.with_target_partitions(partitions));
-        ctx.register_table("t", Arc::new(MemTable::try_new(schema, parts).unwrap()))
-            .unwrap();
-        ctx.register_udaf(AggregateUDF::from(NthLargest::new()));
-        ctx
-    }
-
-    /// The last column of a query's result.
-    async fn floats(ctx: &SessionContext, sql: &str) -> Vec<Option<f64>> {
-        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        batches
-            .iter()
-            .flat_map(|b| {
-                b.column(b.num_columns() - 1)
-                    .as_primitive::<Float64Type>()
-                    .iter()
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+        float_cells_context(
+            &cells(),
+            partitions,
+            config,
+            AggregateUDF::from(NthLargest::new()),
+        )
     }
 
     /// The `n`-th largest of each cell, as the windows the function replaces
@@ -437,20 +390,6 @@ mod tests {
         format!("SELECT g, seuil_nth_largest(v, {n}) FROM t GROUP BY g ORDER BY g")
     }
 
-    /// Configurations to run under: the default, and one that gives up on
-    /// partial aggregation after the first rows, so that rows reach the
-    /// final aggregate through `convert_to_state`.
-    fn configs() -> Vec<(&'static str, SessionConfig)> {
-        let mut skipping = SessionConfig::new();
-        let execution = &mut skipping.options_mut().execution;
-        execution.skip_partial_aggregation_probe_rows_threshold = 1;
-        execution.skip_partial_aggregation_probe_ratio_threshold = 0.0;
-        vec![
-            ("default", SessionConfig::new()),
-            ("skipping partial aggregation", skipping),
-        ]
-    }
-
     #[tokio::test]
     async fn the_nth_largest_of_each_cell() {
         let expected: [Vec<Option<f64>>; 3] = [
@@ -465,12 +404,12 @@ mod tests {
             vec![Some(5.0), None, None, None, Some(39.0), Some(-2.0)],
             vec![Some(3.0), None, None, None, Some(38.0), Some(-3.0)],
         ];
-        for (name, config) in configs() {
+        for (name, config) in partial_aggregation_configs() {
             for partitions in [1, 2, 4] {
                 let ctx = context(partitions, config.clone());
                 for (n, expected) in (1..=3).zip(&expected) {
                     assert_eq!(
-                        &floats(&ctx, &by_function(n)).await,
+                        &last_float_column(&ctx, &by_function(n)).await,
                         expected,
                         "rank {n}, {partitions} partitions, {name}"
                     );
@@ -481,13 +420,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_same_values_as_the_windows_it_replaces() {
-        for (name, config) in configs() {
+        for (name, config) in partial_aggregation_configs() {
             for partitions in [1, 2, 3] {
                 let ctx = context(partitions, config.clone());
                 for n in 1..=6 {
                     assert_eq!(
-                        floats(&ctx, &by_function(n)).await,
-                        floats(&ctx, &by_windows(n)).await,
+                        last_float_column(&ctx, &by_function(n)).await,
+                        last_float_column(&ctx, &by_windows(n)).await,
                         "rank {n}, {partitions} partitions, {name}"
                     );
                 }
@@ -500,14 +439,14 @@ mod tests {
         for partitions in [1, 2, 4] {
             let ctx = context(partitions, SessionConfig::new());
             let all = |n: usize| format!("SELECT seuil_nth_largest(v, {n}) FROM t");
-            assert_eq!(floats(&ctx, &all(1)).await, vec![Some(40.0)]);
-            assert_eq!(floats(&ctx, &all(3)).await, vec![Some(38.0)]);
+            assert_eq!(last_float_column(&ctx, &all(1)).await, vec![Some(40.0)]);
+            assert_eq!(last_float_column(&ctx, &all(3)).await, vec![Some(38.0)]);
             // The cells' 51 non-null values: the smallest is -3, twice.
-            assert_eq!(floats(&ctx, &all(50)).await, vec![Some(-3.0)]);
-            assert_eq!(floats(&ctx, &all(51)).await, vec![Some(-3.0)]);
-            assert_eq!(floats(&ctx, &all(52)).await, vec![None]);
+            assert_eq!(last_float_column(&ctx, &all(50)).await, vec![Some(-3.0)]);
+            assert_eq!(last_float_column(&ctx, &all(51)).await, vec![Some(-3.0)]);
+            assert_eq!(last_float_column(&ctx, &all(52)).await, vec![None]);
             assert_eq!(
-                floats(&ctx, "SELECT seuil_nth_largest(v, 1) FROM t WHERE g = 2").await,
+                last_float_column(&ctx, "SELECT seuil_nth_largest(v, 1) FROM t WHERE g = 2").await,
                 vec![None],
                 "only NULLs"
             );
@@ -518,7 +457,7 @@ mod tests {
     async fn integer_values_are_coerced() {
         let ctx = context(2, SessionConfig::new());
         assert_eq!(
-            floats(
+            last_float_column(
                 &ctx,
                 "SELECT g, seuil_nth_largest(CAST(v AS BIGINT), 2) FROM t GROUP BY g ORDER BY g"
             )

@@ -1,6 +1,7 @@
 //! The rules of the privacy contract (DESIGN.md §2), one module each, named
 //! after what it enforces. Each module's documentation quotes its rule.
 
+mod aggregate_support;
 pub mod aggregates_only;
 pub mod distinct_persons;
 pub mod exact_sum;
