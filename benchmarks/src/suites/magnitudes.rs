@@ -11,11 +11,11 @@
 
 use std::time::Duration;
 
-use futures::TryStreamExt;
-use seuil_engine::{DataCatalog, Engine, EngineOptions, QueryTimings, User};
+use seuil_engine::{DataCatalog, Engine, EngineOptions, User};
 use seuil_policies::{Dominance, Policy, PolicySource};
 
 use super::queries::{Args, QUERIES, best};
+use super::{TimedQuery, time_query};
 use crate::report::{Measurement, Report, median};
 
 /// Tables with margins: the released cells and their totals.
@@ -55,24 +55,6 @@ fn with_dominance(
     Ok(policy)
 }
 
-/// One run: total milliseconds, the engine's timings, cells suppressed.
-async fn time_query(
-    engine: &Engine,
-    user: &User,
-    sql: &str,
-) -> anyhow::Result<(f64, QueryTimings, u64)> {
-    let started = std::time::Instant::now();
-    let result = engine.query(user, sql).await?;
-    let timings = result.timings;
-    let suppressed = result.report.cells_suppressed;
-    let _: Vec<_> = result.stream.try_collect().await?;
-    Ok((
-        started.elapsed().as_secs_f64() * 1000.0,
-        timings,
-        suppressed,
-    ))
-}
-
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
@@ -100,10 +82,20 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         let (mut alone, mut full, mut secondary) = (Vec::new(), Vec::new(), Vec::new());
         let (mut suppressed_alone, mut suppressed_full) = (0, 0);
         for _ in 0..args.runs {
-            let (total, timings, suppressed) = time_query(&threshold, &user, sql).await?;
+            let TimedQuery {
+                ms: total,
+                timings,
+                suppressed,
+                ..
+            } = time_query(&threshold, &user, sql).await?;
             alone.push(total - ms(timings.secondary_suppression));
             suppressed_alone = suppressed;
-            let (total, timings, suppressed) = time_query(&protected, &user, sql).await?;
+            let TimedQuery {
+                ms: total,
+                timings,
+                suppressed,
+                ..
+            } = time_query(&protected, &user, sql).await?;
             full.push(total);
             secondary.push(ms(timings.secondary_suppression));
             suppressed_full = suppressed;

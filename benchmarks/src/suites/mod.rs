@@ -6,6 +6,10 @@ pub mod magnitudes;
 pub mod queries;
 
 use std::path::Path;
+use std::time::Instant;
+
+use futures::TryStreamExt;
+use seuil_engine::{Engine, QueryTimings, User};
 
 /// Generates the synthetic SNDS (seed 1) into `data` unless it holds the
 /// tables already, so that every suite can start from nothing.
@@ -21,4 +25,31 @@ pub fn ensure_data(data: &Path, persons: u64) -> anyhow::Result<()> {
     };
     seuil_synth::generate(&config, &|_| {})?;
     Ok(())
+}
+
+/// One timed run of a query through seuil, its result read to the end.
+pub struct TimedQuery {
+    /// Milliseconds from the call to the last batch.
+    pub ms: f64,
+    /// Rows released.
+    pub rows: usize,
+    /// Where the engine's time went.
+    pub timings: QueryTimings,
+    /// Cells suppressed.
+    pub suppressed: u64,
+}
+
+/// Runs `sql` for `user` and times it.
+pub async fn time_query(engine: &Engine, user: &User, sql: &str) -> anyhow::Result<TimedQuery> {
+    let started = Instant::now();
+    let result = engine.query(user, sql).await?;
+    let timings = result.timings;
+    let suppressed = result.report.cells_suppressed;
+    let batches: Vec<_> = result.stream.try_collect().await?;
+    Ok(TimedQuery {
+        ms: started.elapsed().as_secs_f64() * 1000.0,
+        rows: batches.iter().map(|b| b.num_rows()).sum(),
+        timings,
+        suppressed,
+    })
 }

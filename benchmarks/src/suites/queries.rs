@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use datafusion::prelude::SessionContext;
-use futures::TryStreamExt;
 use seuil_engine::{Engine, EngineOptions, QueryTimings, User};
 use seuil_policies::PolicySource;
 
+use super::{TimedQuery, time_query};
 use crate::report::{Measurement, Report, median};
 
 /// The query set: what a statistician runs first on the SNDS.
@@ -71,23 +71,6 @@ pub struct Args {
     pub runs: usize,
 }
 
-/// One timed seuil run: total milliseconds, rows, and where the time went.
-async fn time_seuil(
-    engine: &Engine,
-    user: &User,
-    sql: &str,
-) -> anyhow::Result<(f64, usize, QueryTimings)> {
-    let started = Instant::now();
-    let result = engine.query(user, sql).await?;
-    let timings = result.timings;
-    let batches: Vec<_> = result.stream.try_collect().await?;
-    Ok((
-        started.elapsed().as_secs_f64() * 1000.0,
-        batches.iter().map(|b| b.num_rows()).sum(),
-        timings,
-    ))
-}
-
 async fn time_raw(ctx: &SessionContext, sql: &str) -> anyhow::Result<(f64, usize)> {
     let started = Instant::now();
     let batches = ctx.sql(sql).await?.collect().await?;
@@ -125,13 +108,15 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
     let mut ratios = Vec::new();
     for (name, sql) in QUERIES {
         // Warm the file caches and plans of both sides alike.
-        time_seuil(&engine, &alice, sql).await?;
+        time_query(&engine, &alice, sql).await?;
         time_raw(&raw, sql).await?;
         let (mut seuil_times, mut raw_times) = (Vec::new(), Vec::new());
         let (mut released, mut raw_cells) = (0, 0);
         let mut fastest: Option<(f64, QueryTimings)> = None;
         for _ in 0..args.runs {
-            let (ms, rows, timings) = time_seuil(&engine, &alice, sql).await?;
+            let TimedQuery {
+                ms, rows, timings, ..
+            } = time_query(&engine, &alice, sql).await?;
             seuil_times.push(ms);
             if fastest.is_none_or(|(best_ms, _)| ms < best_ms) {
                 fastest = Some((ms, timings));
