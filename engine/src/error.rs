@@ -29,6 +29,8 @@ pub enum Rule {
     ReadOnly,
     /// The role's release mode is not available.
     Mode,
+    /// A role that rounds rounds every released value.
+    Rounding,
 }
 
 impl Rule {
@@ -43,7 +45,7 @@ impl Rule {
             Rule::Magnitudes => Some(6),
             Rule::Margins => Some(7),
             Rule::Scopes => Some(8),
-            Rule::ReadOnly | Rule::Mode => None,
+            Rule::ReadOnly | Rule::Mode | Rule::Rounding => None,
         }
     }
 
@@ -60,6 +62,7 @@ impl Rule {
             Rule::Scopes => "scopes",
             Rule::ReadOnly => "queries only",
             Rule::Mode => "release mode",
+            Rule::Rounding => "rounding",
         }
     }
 
@@ -76,6 +79,7 @@ impl Rule {
             Rule::Scopes => "scopes",
             Rule::ReadOnly => "read_only",
             Rule::Mode => "mode",
+            Rule::Rounding => "rounding",
         }
     }
 }
@@ -160,12 +164,22 @@ pub enum EngineError {
     /// The engine could not be opened on this policy and data.
     #[error("{0}")]
     Setup(String),
+    /// A fault of seuil itself (an invariant the rewrite relies on did not
+    /// hold). The query is stopped; the detail is for the operator's log,
+    /// and holds no data values.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl EngineError {
     /// Shorthand for a refusal.
     pub fn refused(rule: Rule, message: impl Into<String>, hint: impl Into<String>) -> Self {
         EngineError::Refused(Refusal::new(rule, message, hint))
+    }
+
+    /// A fault of seuil itself.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        EngineError::Internal(detail.into())
     }
 
     /// The refusal, if this is one.
@@ -175,6 +189,13 @@ impl EngineError {
             _ => None,
         }
     }
+}
+
+/// A DataFusion error met while building or checking a rewritten plan: the
+/// user's query was planned already, so the fault is seuil's own. Planning
+/// reads no data, so the message holds none.
+pub(crate) fn plan_fault(error: datafusion::error::DataFusionError) -> EngineError {
+    EngineError::Internal(format!("building the rewritten plan: {}", error.message()))
 }
 
 impl From<Refusal> for EngineError {

@@ -11,7 +11,7 @@ use seuil_policies::Role;
 
 use crate::error::EngineError;
 use crate::rewrite::RewrittenQuery;
-use crate::rules::magnitudes::PERSONS_COLUMN;
+use crate::cells::PERSONS_COLUMN;
 
 /// A rewritten query, explained.
 #[derive(Debug, Clone, PartialEq, Eq)]

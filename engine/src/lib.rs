@@ -54,6 +54,7 @@
 //! ```
 
 pub mod catalog;
+pub mod cells;
 pub mod error;
 mod explain;
 pub mod person_index;
@@ -84,6 +85,7 @@ pub use error::{EngineError, Place, Refusal, Rule};
 pub use explain::Explanation;
 pub use person_index::{IndexOpening, PersonIndex, PersonIndexSetting};
 pub use release::{ReleaseReport, SuppressedCell, SuppressionReason};
+use rules::min_persons::ReleaseStep;
 
 /// A user as the engine sees one: a name for the audit and a role for the rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,12 +450,33 @@ impl Engine {
             ..QueryTimings::default()
         };
         let mut report = ReleaseReport::new(&self.inner.policy, role);
-        for step in &rewritten.releases {
+        let groups = release::release_groups(&rewritten.releases)?;
+        let cancellation = release::Cancellation::default();
+        let mut computed: Vec<Option<release::ComputedCells>> =
+            rewritten.releases.iter().map(|_| None).collect();
+        for (i, step) in rewritten.releases.iter().enumerate() {
             let computing = Instant::now();
             let cells = query::collect(&runtime.ctx, step.cells.clone()).await?;
             timings.computing_cells += computing.elapsed();
             let releasing = Instant::now();
-            timings.secondary_suppression += release::release(step, cells, role, &mut report)?;
+            computed[i] = Some(release::primary(step, cells, role)?);
+            // A group of aggregates over the same rows is released once its
+            // last member is computed, so that their margins are protected
+            // together.
+            for group in groups.iter().filter(|g| g.last() == Some(&i)) {
+                let steps: Vec<&ReleaseStep> =
+                    group.iter().map(|&j| &rewritten.releases[j]).collect();
+                let cells = group
+                    .iter()
+                    .map(|&j| {
+                        computed[j]
+                            .take()
+                            .ok_or_else(|| EngineError::internal("cells released twice"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                timings.secondary_suppression +=
+                    release::release(&steps, cells, role, &mut report, &cancellation)?;
+            }
             timings.release_rules += releasing.elapsed();
         }
         let rewritten_plan = rewritten.plan.display_indent().to_string();

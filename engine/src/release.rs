@@ -1,38 +1,49 @@
-//! The release step: from the computed cells of one released aggregate to the
-//! cells that may leave, and the report of what was suppressed and why.
+//! The release step: from the computed cells of the released aggregates to
+//! the cells that may leave, and the report of what was suppressed and why.
 //!
-//! It runs on the coordinator, once per released aggregate, on the final
-//! cells, before anything the user wrote above the aggregate sees them, in
-//! this order:
+//! It runs on the coordinator, on the final cells, before anything the user
+//! wrote above an aggregate sees them, in this order:
 //!
-//! 1. primary suppression: cells of fewer than `min_persons` persons
-//!    (rule 2), and cells of a sensitive sum dominated by their largest
-//!    persons, by the (n, k) rule or the p% rule (rule 6);
-//! 2. secondary suppression, for tables with margins (rule 7);
-//! 3. rounding of released counts and sums, if the role asks for it, after
+//! 1. primary suppression of cells: cells of fewer than `min_persons`
+//!    persons (rule 2), and cells of a sensitive sum dominated by their
+//!    largest persons, by the (n, k) rule or the p% rule (rule 6);
+//! 2. primary suppression of values: in a released cell, a value computed
+//!    from fewer than `min_persons` contributing persons is NULL (rule 2,
+//!    read per value);
+//! 3. secondary suppression, for tables with margins (rule 7): the cells of
+//!    one aggregate's grouping sets, and the cells of several aggregates of
+//!    the query over the same rows ([`crate::rules::margins::MarginShape`]),
+//!    protected together;
+//! 4. rounding of every released value, if the role asks for it, after
 //!    suppression and never before, so that rounding cannot release a cell.
+//!
+//! What the client learns ([`ReleaseReport::metadata`]) never tells a cell
+//! of 0 persons from one of 1 to `min_persons - 1`: suppressed cells are
+//! not counted there. The report's own fields keep the full detail, for the
+//! audit log that only the operator reads.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, UInt64Array,
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, UInt64Array, new_null_array,
 };
 use datafusion::arrow::compute::{
-    SortColumn, cast, concat_batches, filter_record_batch, lexsort_to_indices, take,
+    SortColumn, cast, concat_batches, filter_record_batch, lexsort_to_indices, nullif, take,
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::scalar::ScalarValue;
 use serde::Serialize;
 use seuil_policies::{Policy, Role};
 
+use crate::cells::CellsLayout;
 use crate::error::EngineError;
-use crate::rules::magnitudes::{CellsLayout, MeasureKind};
 use crate::rules::margins::{MarginTable, secondary_suppression};
 use crate::rules::min_persons::ReleaseStep;
 
-/// Why a cell was not released.
+/// Why a cell or a value was not released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SuppressionReason {
@@ -45,7 +56,7 @@ pub enum SuppressionReason {
 }
 
 impl SuppressionReason {
-    /// The reason's name in reports and metadata.
+    /// The reason's name in reports.
     pub fn as_str(self) -> &'static str {
         match self {
             SuppressionReason::Persons => "persons",
@@ -69,8 +80,8 @@ pub struct SuppressedCell {
     pub reason: SuppressionReason,
 }
 
-/// What one query released: reported with the result, in the Arrow schema
-/// metadata (`seuil.*` keys), and in the audit log.
+/// What one query released. The fields are the full detail, for the audit
+/// log; [`ReleaseReport::metadata`] is what the client may see.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReleaseReport {
     /// Policy name.
@@ -81,20 +92,23 @@ pub struct ReleaseReport {
     pub role: String,
     /// Release mode.
     pub mode: String,
-    /// Smallest number of distinct persons per released cell.
+    /// Smallest number of distinct persons per released cell and value.
     pub min_persons: u32,
-    /// Rounding base of released counts and sums, if any.
+    /// Rounding base of released values, if any.
     pub rounding: Option<u32>,
     /// Number of released aggregates in the query.
     pub released_aggregates: usize,
     /// Cells released, over all released aggregates.
     pub cells_released: u64,
-    /// Cells suppressed, over all released aggregates.
+    /// Cells suppressed, over all released aggregates (audit only).
     pub cells_suppressed: u64,
-    /// Suppressed cells by reason.
+    /// Suppressed cells by reason (audit only).
     pub suppressed_by_reason: BTreeMap<SuppressionReason, u64>,
-    /// Each suppressed cell's reason.
+    /// Each suppressed cell's reason (audit only).
     pub suppressed_cells: Vec<SuppressedCell>,
+    /// Values of released cells set to NULL for having too few
+    /// contributing persons.
+    pub values_suppressed: u64,
 }
 
 impl ReleaseReport {
@@ -112,10 +126,12 @@ impl ReleaseReport {
             cells_suppressed: 0,
             suppressed_by_reason: BTreeMap::new(),
             suppressed_cells: Vec::new(),
+            values_suppressed: 0,
         }
     }
 
-    /// The keys known before the query runs: policy, role, mode, threshold.
+    /// The keys known before the query runs: policy, role, mode, threshold,
+    /// and what the rules withhold.
     pub fn static_metadata(&self) -> HashMap<String, String> {
         let mut metadata = HashMap::new();
         metadata.insert("seuil.policy".into(), self.policy.clone());
@@ -126,10 +142,23 @@ impl ReleaseReport {
         if let Some(base) = self.rounding {
             metadata.insert("seuil.rounding".into(), base.to_string());
         }
+        metadata.insert("seuil.suppression".into(), self.withheld());
         metadata
     }
 
-    /// The report as Arrow schema metadata, under `seuil.*` keys.
+    /// What the release rules withhold, in words: the same for every
+    /// query of the role, whatever the data.
+    pub fn withheld(&self) -> String {
+        let k = self.min_persons;
+        format!(
+            "cells of fewer than {k} persons, cells dominated by their largest persons, and cells that protect them in tables with margins are left out; values computed from fewer than {k} persons are NULL; how many were withheld is kept in the audit log only"
+        )
+    }
+
+    /// The report as the client sees it, as Arrow schema metadata under
+    /// `seuil.*` keys: the static keys, how many aggregates and cells were
+    /// released. Nothing counts suppressed cells or values: those counts
+    /// would tell a cell of 0 persons from one of a few.
     pub fn metadata(&self) -> HashMap<String, String> {
         let mut metadata = self.static_metadata();
         metadata.insert(
@@ -140,19 +169,6 @@ impl ReleaseReport {
             "seuil.cells_released".into(),
             self.cells_released.to_string(),
         );
-        metadata.insert(
-            "seuil.cells_suppressed".into(),
-            self.cells_suppressed.to_string(),
-        );
-        for (reason, count) in &self.suppressed_by_reason {
-            metadata.insert(
-                format!("seuil.suppressed.{}", reason.as_str()),
-                count.to_string(),
-            );
-        }
-        if let Ok(cells) = serde_json::to_string(&self.suppressed_cells) {
-            metadata.insert("seuil.suppressed_cells".into(), cells);
-        }
         metadata
     }
 
@@ -164,7 +180,7 @@ impl ReleaseReport {
 }
 
 fn execution(message: impl std::fmt::Display) -> EngineError {
-    EngineError::Execution(format!("release step: {message}"))
+    EngineError::internal(format!("release step: {message}"))
 }
 
 fn as_f64(column: &ArrayRef) -> Result<Float64Array, EngineError> {
@@ -176,18 +192,104 @@ fn as_f64(column: &ArrayRef) -> Result<Float64Array, EngineError> {
         .ok_or_else(|| execution("a measure is not numeric"))
 }
 
+fn as_i64(column: &ArrayRef) -> Result<Int64Array, EngineError> {
+    let converted = cast(column, &DataType::Int64).map_err(execution)?;
+    converted
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .ok_or_else(|| execution("a count is not an integer"))
+}
+
+/// A flag that stops long release work (the attacker's linear programs)
+/// when the query is cancelled or times out.
+#[derive(Debug, Clone, Default)]
+pub struct Cancellation(Arc<AtomicBool>);
+
+impl Cancellation {
+    /// Asks the work to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// True once cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The computed cells of one released aggregate and what the release rules
+/// decided about them.
+#[derive(Debug)]
+pub struct ComputedCells {
+    cells: RecordBatch,
+    /// Why each cell is suppressed, if it is.
+    reasons: Vec<Option<SuppressionReason>>,
+    /// Per value (in order), per cell: suppressed for too few contributors.
+    hidden_values: Vec<Vec<bool>>,
+}
+
+/// Reads the computed cells of `step` and applies the primary rules to
+/// them: cells and values of too few persons, dominated cells.
+pub fn primary(
+    step: &ReleaseStep,
+    batches: Vec<RecordBatch>,
+    role: &Role,
+) -> Result<ComputedCells, EngineError> {
+    let layout = &step.layout;
+    let schema: SchemaRef = match batches.first() {
+        Some(batch) => batch.schema(),
+        None => Arc::new(step.cells.schema().as_arrow().clone()),
+    };
+    let mut cells = concat_batches(&schema, &batches).map_err(execution)?;
+    if layout.group_columns > 0 && cells.num_rows() > 1 {
+        // Secondary suppression breaks ties by position: give it the cells
+        // in one order, whatever order the parallel aggregation made.
+        let sort_columns: Vec<SortColumn> = (0..layout.group_columns)
+            .map(|c| SortColumn {
+                values: Arc::clone(cells.column(c)),
+                options: None,
+            })
+            .collect();
+        let order = lexsort_to_indices(&sort_columns, None).map_err(execution)?;
+        let columns = cells
+            .columns()
+            .iter()
+            .map(|c| take(c.as_ref(), &order, None))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(execution)?;
+        cells = RecordBatch::try_new(cells.schema(), columns).map_err(execution)?;
+    }
+    let reasons = primary_cells(&cells, layout, role)?;
+    let k = i64::from(role.min_persons);
+    let mut hidden_values = Vec::with_capacity(layout.measures.len());
+    for measure in &layout.measures {
+        let hidden = match measure.contributors {
+            None => vec![false; cells.num_rows()],
+            Some(column) => {
+                let contributors = as_i64(cells.column(column))?;
+                (0..cells.num_rows())
+                    .map(|row| contributors.is_null(row) || contributors.value(row) < k)
+                    .collect()
+            }
+        };
+        hidden_values.push(hidden);
+    }
+    Ok(ComputedCells {
+        cells,
+        reasons,
+        hidden_values,
+    })
+}
+
 /// The primary suppression of each cell, if any.
-fn primary(
+fn primary_cells(
     cells: &RecordBatch,
     layout: &CellsLayout,
     role: &Role,
 ) -> Result<Vec<Option<SuppressionReason>>, EngineError> {
     let rows = cells.num_rows();
-    let persons = cast(cells.column(layout.persons), &DataType::Int64).map_err(execution)?;
-    let persons = persons
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .ok_or_else(|| execution("person counts are not integers"))?;
+    let persons = as_i64(cells.column(layout.persons))?;
     let mut reasons: Vec<Option<SuppressionReason>> = (0..rows)
         .map(|row| {
             let n = if persons.is_null(row) {
@@ -205,6 +307,10 @@ fn primary(
             .iter()
             .map(|c| as_f64(cells.column(*c)))
             .collect::<Result<Vec<_>, _>>()?;
+        let contributors = match layout.measures[dominance.measure].contributors {
+            Some(column) => Some(as_i64(cells.column(column))?),
+            None => None,
+        };
         let value = |array: &Float64Array, row: usize| {
             if array.is_null(row) {
                 0.0
@@ -214,6 +320,14 @@ fn primary(
         };
         for (row, reason) in reasons.iter_mut().enumerate() {
             if reason.is_some() {
+                continue;
+            }
+            // A sum of too few contributors is suppressed as a value; the
+            // dominance rules judge the sums that may be released.
+            if contributors
+                .as_ref()
+                .is_some_and(|c| c.is_null(row) || c.value(row) < i64::from(role.min_persons))
+            {
                 continue;
             }
             let total = value(&total, row);
@@ -240,56 +354,260 @@ fn primary(
     Ok(reasons)
 }
 
-/// Reads the cells of a table with margins for secondary suppression.
-fn margin_table(
-    cells: &RecordBatch,
-    layout: &CellsLayout,
+/// Where each computed cell of a group of aggregates sits in their joint
+/// table with margins.
+struct JointTable {
+    table: MarginTable,
     dimensions: usize,
-    gid_column: usize,
-) -> Result<MarginTable, EngineError> {
-    let rows = cells.num_rows();
-    let keys = (0..rows)
-        .map(|row| {
-            (0..dimensions)
-                .map(|c| ScalarValue::try_from_array(cells.column(c), row).map_err(execution))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let gid = cast(cells.column(gid_column), &DataType::UInt64).map_err(execution)?;
-    let gid = gid
-        .as_any()
-        .downcast_ref::<UInt64Array>()
-        .ok_or_else(|| execution("grouping ids are not integers"))?;
-    let mask = (1u64 << dimensions) - 1;
-    let masks = (0..rows).map(|row| gid.value(row) & mask).collect();
-    let mut measures = Vec::new();
-    let mut non_negative = Vec::new();
-    for (position, kind) in layout.measures.iter().enumerate() {
-        if !kind.is_additive() {
-            continue;
+    /// Per aggregate, per row: the cell of the joint table.
+    cell_of: Vec<Vec<usize>>,
+    /// Per joint cell: the group columns it is broken down by.
+    breakdowns: Vec<Vec<String>>,
+}
+
+/// Builds the joint table of `steps` (one aggregate with grouping sets, or
+/// several over the same rows). Cells that two aggregates both release are
+/// one cell of the table.
+fn joint_table(steps: &[&ReleaseStep], computed: &[ComputedCells]) -> Result<JointTable, EngineError> {
+    let mut dimension_names: Vec<String> = Vec::new();
+    let mut display_names: Vec<String> = Vec::new();
+    let mut measure_names: Vec<String> = Vec::new();
+    for step in steps {
+        for (dimension, display) in step.margins.dimensions.iter().zip(&step.margins.display) {
+            if !dimension_names.contains(dimension) {
+                dimension_names.push(dimension.clone());
+                display_names.push(display.clone());
+            }
         }
-        let values = as_f64(cells.column(layout.group_columns + position))?;
-        let values: Vec<f64> = (0..rows)
-            .map(|row| {
-                if values.is_null(row) {
+        for measure in step.margins.measures.iter().flatten() {
+            if !measure_names.contains(measure) {
+                measure_names.push(measure.clone());
+            }
+        }
+    }
+    let dimensions = dimension_names.len();
+    if dimensions > 63 {
+        return Err(execution("too many grouping dimensions"));
+    }
+    let mut index: HashMap<(u64, Vec<ScalarValue>), usize> = HashMap::new();
+    let mut table = MarginTable {
+        keys: Vec::new(),
+        masks: Vec::new(),
+        measures: vec![Vec::new(); measure_names.len()],
+        non_negative: vec![true; measure_names.len()],
+    };
+    let mut cell_of = Vec::with_capacity(steps.len());
+    let mut breakdowns = Vec::new();
+    for (step, computed) in steps.iter().zip(computed) {
+        let cells = &computed.cells;
+        let own: Vec<usize> = step
+            .margins
+            .dimensions
+            .iter()
+            .map(|d| dimension_names.iter().position(|n| n == d).unwrap_or(0))
+            .collect();
+        let own_masks: Vec<u64> = match step.layout.grouping {
+            Some((own_dimensions, gid_column)) => {
+                let gid = cast(cells.column(gid_column), &DataType::UInt64).map_err(execution)?;
+                let gid = gid
+                    .as_any()
+                    .downcast_ref::<UInt64Array>()
+                    .ok_or_else(|| execution("grouping ids are not integers"))?;
+                let mask = (1u64 << own_dimensions) - 1;
+                (0..cells.num_rows()).map(|row| gid.value(row) & mask).collect()
+            }
+            None => vec![0; cells.num_rows()],
+        };
+        let values: Vec<Option<(usize, Float64Array)>> = step
+            .margins
+            .measures
+            .iter()
+            .enumerate()
+            .map(|(position, name)| match name {
+                Some(name) => {
+                    let column = as_f64(cells.column(step.layout.group_columns + position))?;
+                    let joint = measure_names.iter().position(|n| n == name).unwrap_or(0);
+                    Ok(Some((joint, column)))
+                }
+                None => Ok(None),
+            })
+            .collect::<Result<_, EngineError>>()?;
+        let own_count = own.len();
+        let mut rows = Vec::with_capacity(cells.num_rows());
+        for (row, own_mask) in own_masks.iter().enumerate() {
+            // The joint mask: every dimension the aggregate does not group
+            // by is aggregated over.
+            let mut mask = (1u64 << dimensions) - 1;
+            let mut key = vec![ScalarValue::Null; dimensions];
+            for (i, &joint) in own.iter().enumerate() {
+                let bit_of_own = 1u64 << (own_count - 1 - i);
+                if own_mask & bit_of_own == 0 {
+                    mask &= !(1u64 << (dimensions - 1 - joint));
+                    key[joint] = ScalarValue::try_from_array(cells.column(i), row)
+                        .map_err(execution)?;
+                }
+            }
+            let cell = match index.get(&(mask, key.clone())) {
+                Some(&cell) => cell,
+                None => {
+                    let cell = table.keys.len();
+                    index.insert((mask, key.clone()), cell);
+                    table.keys.push(key);
+                    table.masks.push(mask);
+                    for measure in &mut table.measures {
+                        measure.push(None);
+                    }
+                    breakdowns.push(
+                        (0..dimensions)
+                            .filter(|d| mask & (1 << (dimensions - 1 - d)) == 0)
+                            .map(|d| display_names[d].clone())
+                            .collect(),
+                    );
+                    cell
+                }
+            };
+            for (joint, column) in values.iter().flatten() {
+                let value = if column.is_null(row) {
                     0.0
                 } else {
-                    values.value(row)
+                    column.value(row)
+                };
+                if value < 0.0 {
+                    table.non_negative[*joint] = false;
                 }
-            })
-            .collect();
-        non_negative.push(*kind == MeasureKind::Count || values.iter().all(|v| *v >= 0.0));
-        measures.push(values);
+                table.measures[*joint][cell] = Some(value);
+            }
+            rows.push(cell);
+        }
+        cell_of.push(rows);
     }
-    Ok(MarginTable {
-        keys,
-        masks,
-        measures,
-        non_negative,
+    Ok(JointTable {
+        table,
+        dimensions,
+        cell_of,
+        breakdowns,
     })
 }
 
-/// Rounds a released count or sum to the nearest multiple of `base`.
+/// Secondary suppression over a group of aggregates with margins: hides, in
+/// `computed`, the cells an attacker would need to pin a suppressed one.
+/// Returns the time it took.
+fn protect_margins(
+    steps: &[&ReleaseStep],
+    computed: &mut [ComputedCells],
+    role: &Role,
+    cancellation: &Cancellation,
+) -> Result<Vec<Vec<Option<Vec<String>>>>, EngineError> {
+    let joint = joint_table(steps, computed)?;
+    let cells = joint.table.keys.len();
+    let mut primary_cells = vec![false; cells];
+    let mut primary_values = vec![vec![false; cells]; joint.table.measures.len()];
+    let measure_names: Vec<String> = {
+        let mut names: Vec<String> = Vec::new();
+        for step in steps {
+            for name in step.margins.measures.iter().flatten() {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+        names
+    };
+    for ((step, computed), rows) in steps.iter().zip(computed.iter()).zip(&joint.cell_of) {
+        for (row, &cell) in rows.iter().enumerate() {
+            if computed.reasons[row].is_some() {
+                primary_cells[cell] = true;
+            }
+            for (position, name) in step.margins.measures.iter().enumerate() {
+                if let Some(name) = name
+                    && computed.hidden_values[position][row]
+                    && let Some(joint_measure) = measure_names.iter().position(|n| n == name)
+                {
+                    primary_values[joint_measure][cell] = true;
+                }
+            }
+        }
+    }
+    let secondary = secondary_suppression(
+        &joint.table,
+        joint.dimensions,
+        &primary_cells,
+        &primary_values,
+        role.protection_percent,
+        cancellation,
+    )
+    .ok_or_else(|| EngineError::Limit("the query was cancelled".into()))?;
+    let mut hidden = vec![false; cells];
+    for cell in secondary {
+        hidden[cell] = true;
+    }
+    let mut breakdowns = Vec::with_capacity(steps.len());
+    for (computed, rows) in computed.iter_mut().zip(&joint.cell_of) {
+        let mut step_breakdowns = Vec::with_capacity(rows.len());
+        for (row, &cell) in rows.iter().enumerate() {
+            if hidden[cell] && computed.reasons[row].is_none() {
+                computed.reasons[row] = Some(SuppressionReason::Secondary);
+            }
+            step_breakdowns.push(Some(joint.breakdowns[cell].clone()));
+        }
+        breakdowns.push(step_breakdowns);
+    }
+    Ok(breakdowns)
+}
+
+/// The groups in which the released aggregates of a query are released, in
+/// the order their last member is computed: aggregates over the same rows
+/// (same [`crate::rules::margins::MarginShape::family`]) form one group,
+/// whose margins are protected together; every other aggregate is a group
+/// of its own. Refuses a query where an aggregate of a group reads the
+/// released cells of an earlier member (that member could not wait for the
+/// group).
+pub fn release_groups(steps: &[ReleaseStep]) -> Result<Vec<Vec<usize>>, EngineError> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        match groups
+            .iter_mut()
+            .find(|g| steps[g[0]].margins.family == step.margins.family)
+        {
+            Some(group) => group.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    for group in groups.iter().filter(|g| g.len() > 1) {
+        let (first, last) = (group[0], group[group.len() - 1]);
+        for (reader, step) in steps.iter().enumerate().take(last).skip(first + 1) {
+            if group
+                .iter()
+                .any(|&member| member < reader && reads_cells_of(&step.cells, &steps[member]))
+            {
+                return Err(EngineError::refused(
+                    crate::error::Rule::Margins,
+                    "aggregates of this query over the same rows are protected together as one table with margins, and one of them is also read by another aggregate before the table is complete",
+                    "split the query: release the table in one query and aggregate over it in another",
+                ));
+            }
+        }
+    }
+    Ok(groups)
+}
+
+fn reads_cells_of(plan: &datafusion::logical_expr::LogicalPlan, step: &ReleaseStep) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let name = step.table_name();
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node
+            && scan.table_name.table() == name
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// Rounds a released value to the nearest multiple of `base`.
 fn round_column(column: &ArrayRef, base: u32) -> Result<ArrayRef, EngineError> {
     let base = f64::from(base);
     let values = as_f64(column)?;
@@ -300,89 +618,91 @@ fn round_column(column: &ArrayRef, base: u32) -> Result<ArrayRef, EngineError> {
     cast(&(Arc::new(rounded) as ArrayRef), column.data_type()).map_err(execution)
 }
 
-/// Applies the release rules of `role` to the computed cells of `step` and
-/// stores the released cells where the rest of the plan reads them. Returns
-/// the time spent in secondary suppression (none for tables without margins).
+/// Releases the computed cells of a group of aggregates: one aggregate, or
+/// several of the query over the same rows (whose margins are protected
+/// together). Stores the released cells where the rest of the plan reads
+/// them, and returns the time spent in secondary suppression.
 pub fn release(
-    step: &ReleaseStep,
-    cells: Vec<RecordBatch>,
+    steps: &[&ReleaseStep],
+    mut computed: Vec<ComputedCells>,
     role: &Role,
     report: &mut ReleaseReport,
+    cancellation: &Cancellation,
 ) -> Result<Duration, EngineError> {
-    let layout = &step.layout;
-    let schema: SchemaRef = match cells.first() {
-        Some(batch) => batch.schema(),
-        None => Arc::new(step.cells.schema().as_arrow().clone()),
-    };
-    let mut cells = concat_batches(&schema, &cells).map_err(execution)?;
-    if layout.grouping.is_some() && cells.num_rows() > 1 {
-        // The secondary suppression breaks ties by position: give it the
-        // cells in one order, whatever order the parallel aggregation made.
-        let sort_columns: Vec<SortColumn> = (0..layout.group_columns)
-            .map(|c| SortColumn {
-                values: Arc::clone(cells.column(c)),
-                options: None,
-            })
-            .collect();
-        let order = lexsort_to_indices(&sort_columns, None).map_err(execution)?;
-        let columns = cells
-            .columns()
+    let started = Instant::now();
+    let with_margins = steps.len() > 1 || steps.iter().any(|s| s.layout.grouping.is_some());
+    let breakdowns = if with_margins {
+        protect_margins(steps, &mut computed, role, cancellation)?
+    } else {
+        computed
             .iter()
-            .map(|c| take(c.as_ref(), &order, None))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(execution)?;
-        cells = RecordBatch::try_new(cells.schema(), columns).map_err(execution)?;
+            .map(|c| vec![None; c.cells.num_rows()])
+            .collect()
+    };
+    let secondary_time = if with_margins {
+        started.elapsed()
+    } else {
+        Duration::ZERO
+    };
+    for ((step, computed), breakdowns) in steps.iter().zip(computed).zip(breakdowns) {
+        finish(step, computed, &breakdowns, role, report)?;
     }
-    let mut reasons = primary(&cells, layout, role)?;
+    Ok(secondary_time)
+}
 
-    let mut breakdowns: Vec<Option<Vec<String>>> = vec![None; cells.num_rows()];
-    let mut secondary_time = Duration::ZERO;
-    if let Some((dimensions, gid_column)) = layout.grouping {
-        let started = Instant::now();
-        let table = margin_table(&cells, layout, dimensions, gid_column)?;
-        let names: Vec<String> = (0..dimensions)
-            .map(|c| schema.field(c).name().clone())
-            .collect();
-        for (row, mask) in table.masks.iter().enumerate() {
-            breakdowns[row] = Some(
-                (0..dimensions)
-                    .filter(|c| mask & (1 << (dimensions - 1 - c)) == 0)
-                    .map(|c| names[c].clone())
-                    .collect(),
-            );
-        }
-        let primary: Vec<bool> = reasons.iter().map(Option::is_some).collect();
-        for cell in secondary_suppression(&table, dimensions, &primary, role.protection_percent) {
-            reasons[cell] = Some(SuppressionReason::Secondary);
-        }
-        secondary_time = started.elapsed();
-    }
-
-    for (row, reason) in reasons.iter().enumerate() {
+/// Keeps the released cells of one aggregate, NULLs its suppressed values,
+/// rounds, reports, and stores them.
+fn finish(
+    step: &ReleaseStep,
+    computed: ComputedCells,
+    breakdowns: &[Option<Vec<String>>],
+    role: &Role,
+    report: &mut ReleaseReport,
+) -> Result<(), EngineError> {
+    let layout = &step.layout;
+    for (row, reason) in computed.reasons.iter().enumerate() {
         if let Some(reason) = reason {
             report.suppress(SuppressedCell {
                 aggregate: step.id,
-                breakdown: breakdowns[row].clone(),
+                breakdown: breakdowns.get(row).cloned().flatten(),
                 reason: *reason,
             });
         }
     }
-    let keep: BooleanArray = reasons.iter().map(|r| Some(r.is_none())).collect();
+    let keep: BooleanArray = computed.reasons.iter().map(|r| Some(r.is_none())).collect();
     report.cells_released += keep.true_count() as u64;
     report.released_aggregates += 1;
 
-    let kept = filter_record_batch(&cells, &keep).map_err(execution)?;
+    let kept = filter_record_batch(&computed.cells, &keep).map_err(execution)?;
     let mut columns: Vec<ArrayRef> = kept.columns()[..layout.output_columns].to_vec();
+    for (position, hidden) in computed.hidden_values.iter().enumerate() {
+        let hidden: BooleanArray = hidden
+            .iter()
+            .zip(&computed.reasons)
+            .filter(|(_, reason)| reason.is_none())
+            .map(|(h, _)| Some(*h))
+            .collect();
+        let count = hidden.true_count();
+        if count == 0 {
+            continue;
+        }
+        report.values_suppressed += count as u64;
+        let index = layout.group_columns + position;
+        columns[index] = if count == hidden.len() {
+            new_null_array(columns[index].data_type(), hidden.len())
+        } else {
+            nullif(&columns[index], &hidden).map_err(execution)?
+        };
+    }
     if let Some(base) = role.rounding.filter(|b| *b > 1) {
-        for (position, kind) in layout.measures.iter().enumerate() {
-            if kind.is_additive() {
-                let index = layout.group_columns + position;
+        for (position, measure) in layout.measures.iter().enumerate() {
+            let index = layout.group_columns + position;
+            if measure.rounded && columns[index].data_type().is_numeric() {
                 columns[index] = round_column(&columns[index], base)?;
             }
         }
     }
     let released =
         RecordBatch::try_new(Arc::clone(step.released.schema_ref()), columns).map_err(execution)?;
-    step.released.set(vec![released])?;
-    Ok(secondary_time)
+    step.released.set(vec![released])
 }

@@ -229,6 +229,9 @@ impl<'a> PrivacyRewrite<'a> {
         let mut exprs = Vec::new();
         for expr in plan.expressions() {
             if let Some(lineage) = input.privacy.lineage() {
+                if matches!(plan, LogicalPlan::Sort(_)) {
+                    identifiers::check_order(&expr, lineage)?;
+                }
                 identifiers::check_value(&expr, lineage)?;
             }
             exprs.push(side_channels::neutralise(expr)?);
@@ -344,6 +347,12 @@ impl<'a> PrivacyRewrite<'a> {
             identifiers::check_aggregate(expr, &lineage)?;
         }
         if !is_grouping_set && lineage.is_per_person(&grouped) {
+            // A per-person step's group keys stay in the rows it outputs:
+            // an expression of an identifier there is an identifier that
+            // nothing would track.
+            for expr in &aggregate.group_expr {
+                identifiers::check_value(expr, &lineage)?;
+            }
             return self.per_person_aggregate(aggregate, input.plan, *lineage);
         }
 
@@ -359,7 +368,7 @@ impl<'a> PrivacyRewrite<'a> {
             input.plan,
             group,
             aggr,
-            &aggregate.schema,
+            aggregate,
             &lineage,
             self.role,
         )?;
@@ -892,7 +901,7 @@ fn check_one_window(
         }
     }
     for sort in &window.params.order_by {
-        identifiers::check_value(&sort.expr, lineage)?;
+        identifiers::check_order(&sort.expr, lineage)?;
     }
     Ok(())
 }

@@ -2,16 +2,22 @@
 //!
 //! > Columns classed `identifier` may be used in joins, in
 //! > `COUNT(DISTINCT ...)` and in per-person subqueries. They may never be
-//! > selected, grouped on in the released result, compared with literals, or
-//! > passed to functions whose output is released.
+//! > selected, grouped on in the released result, compared with literals,
+//! > ordered on, or passed to functions whose output is released. Any
+//! > expression computed from an identifier is an identifier, wherever it
+//! > appears (group keys of per-person subqueries included).
 //!
 //! The rewrite tracks which output columns of each private relation hold
-//! identifiers (a bare column passed through a projection stays one). An
-//! identifier may appear only as a bare column: passed through, used as a
-//! join key against another identifier, tested for NULL, counted, or used as
-//! a group or partition key of a per-person step. Anything else that touches
-//! it (a comparison with a literal, a function, an arithmetic operator) is
-//! refused, since its result would carry the identifier's value.
+//! identifiers (a bare column passed through a projection or kept as a
+//! group key stays one). An identifier may appear only as a bare column:
+//! passed through, used as a join key against another identifier, tested
+//! for NULL, counted, or used as a group or partition key of a per-person
+//! step. Anything else that touches it (a comparison with a literal, a
+//! function, a cast, an arithmetic operator, an ordering) is refused
+//! wherever it appears: in projections, filters, join conditions, group
+//! keys of per-person steps and released aggregates, aggregate arguments,
+//! window functions and sorts. So no expression of an identifier ever
+//! reaches a column that is not itself tracked as an identifier.
 
 use datafusion::common::Column;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -58,6 +64,20 @@ pub fn check_value(expr: &Expr, lineage: &PersonLineage) -> Result<(), Refusal> 
             column,
             "cannot be passed to a function or an operator",
             IDENTIFIER_USES,
+        )),
+    }
+}
+
+/// A sort key over private rows: ordering by an identifier selects persons
+/// by their identifier (`ORDER BY ben_nir_psa LIMIT 30`), as a comparison
+/// with a literal would.
+pub fn check_order(expr: &Expr, lineage: &PersonLineage) -> Result<(), Refusal> {
+    match first_identifier(expr, lineage) {
+        None => Ok(()),
+        Some(column) => Err(refusal(
+            column,
+            "cannot be ordered on: an order of identifiers picks out persons by their identifier",
+            "order on describing columns or on aggregates",
         )),
     }
 }

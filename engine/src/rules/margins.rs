@@ -1,91 +1,274 @@
 //! Rule 7, margins must not give cells back.
 //!
 //! > When one result has totals and subtotals (`ROLLUP`, `CUBE`,
-//! > `GROUPING SETS`), suppress enough extra cells (secondary suppression)
-//! > that no suppressed cell can be computed from what is released.
+//! > `GROUPING SETS`, or several aggregates of one query, as in a `UNION
+//! > ALL` of a total and its breakdown), suppress enough extra cells
+//! > (secondary suppression) that no suppressed cell can be computed from
+//! > everything the query releases, or refuse what cannot be protected.
 //!
-//! A table with margins satisfies linear relations: each total equals the sum
-//! of the cells one dimension finer. An attacker who knows the released
-//! cells and these relations can bound every suppressed cell by solving two
-//! linear programs (its smallest and largest value), as sdcTable's
-//! `attack()` does. A cell suppressed by a primary rule (persons, dominance)
-//! is protected when that range reaches at least `protection_percent` of its
-//! value below and above it. Cells hidden by secondary suppression are safe
-//! cells: as in sdcTable, they need no protection of their own.
+//! A table with margins satisfies linear relations: a total equals the sum
+//! of the cells it breaks down into, and two breakdowns of the same rows
+//! (`GROUPING SETS ((sex), (dpt))`) have equal sums. An attacker who knows
+//! the released cells and these relations can bound every suppressed cell
+//! by solving two linear programs (its smallest and largest value), as
+//! sdcTable's `attack()` does. A cell or value suppressed by a primary rule
+//! (persons, dominance, too few contributors) is protected when that range
+//! reaches at least `protection_percent` of its value below and above it.
+//! Cells hidden by secondary suppression are safe cells: as in sdcTable,
+//! they need no protection of their own.
+//!
+//! The tables come from two places: one aggregate's grouping sets, and the
+//! released aggregates of one query that read the same rows with the same
+//! values ([`MarginShape`]: same input up to names, nested group keys), such
+//! as the branches of a `UNION ALL`. Aggregates over different rows (other
+//! filters) are not additive over one another in a way the rewrite can
+//! know: comparing them is differencing, the honest limit of threshold mode
+//! (DESIGN.md §2).
 //!
 //! The suppression method is a heuristic: first no relation may hold a
-//! single suppressed cell (else it is its total minus the released ones);
+//! single hidden value (else it is the other side minus the released ones);
 //! then the audit runs, and while a suppressed cell is not protected, the
 //! smallest released cell of one of its relations is suppressed too. The
 //! audit, not the heuristic, decides when the table is safe. When the audit
 //! cannot be completed within its budget, every cell of the table is
 //! suppressed rather than risk releasing a derivable one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
 
+use datafusion::common::Column;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan};
 use datafusion::scalar::ScalarValue;
 use microlp::{ComparisonOp, OptimizationDirection, Problem};
 
-/// The cells of one released aggregate, as margins see them.
+use crate::release::Cancellation;
+
+/// Most distinct grouping expressions of one table with margins: cell masks
+/// are 64-bit, and each dimension doubles what `CUBE` expands to.
+pub const MAX_GROUPING_DIMENSIONS: usize = 16;
+
+/// Most grouping sets of one aggregate (a `CUBE` of 8 expressions).
+pub const MAX_GROUPING_SETS: usize = 256;
+
+/// How one released aggregate takes part in tables with margins: which
+/// rows it aggregates (its input up to names), by what (its dimensions) and
+/// with which additive values (its measures). Aggregates of one query with
+/// the same `family` are protected together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarginShape {
+    /// The aggregate's input, written without names: equal for aggregates
+    /// over the same rows.
+    pub family: String,
+    /// Each distinct group expression, written without names.
+    pub dimensions: Vec<String>,
+    /// The same, as the user wrote them, for the audit log.
+    pub display: Vec<String>,
+    /// Each value, written without names when it is additive over cells
+    /// (`None` otherwise).
+    pub measures: Vec<Option<String>>,
+}
+
+/// An expression without its aliases and its columns' qualifiers: the same
+/// text for `b.ben_sex_cod` and `ir_ben_r.ben_sex_cod AS s`.
+pub fn unnamed(expr: &Expr) -> String {
+    let unaliased = expr.clone().unalias_nested().data;
+    unaliased
+        .transform(|e| match e {
+            Expr::Column(column) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
+                column.name,
+            )))),
+            other => Ok(Transformed::no(other)),
+        })
+        .map(|t| t.data.to_string())
+        .unwrap_or_else(|_| expr.to_string())
+}
+
+fn write_unnamed_plan(plan: &LogicalPlan, out: &mut String) {
+    match plan {
+        LogicalPlan::SubqueryAlias(alias) => return write_unnamed_plan(&alias.input, out),
+        LogicalPlan::TableScan(scan) => {
+            let _ = write!(out, "Scan({}", scan.table_name.table());
+            for filter in &scan.filters {
+                let _ = write!(out, ",{}", unnamed(filter));
+            }
+            let _ = write!(out, ",{:?},{:?})", scan.projection, scan.fetch);
+            return;
+        }
+        _ => {}
+    }
+    let display = plan.display().to_string();
+    let kind = display.split(':').next().unwrap_or("");
+    let _ = write!(out, "{kind}(");
+    for expr in plan.expressions() {
+        let _ = write!(out, "{};", unnamed(&expr));
+    }
+    out.push('[');
+    for input in plan.inputs() {
+        write_unnamed_plan(input, out);
+        out.push(',');
+    }
+    out.push_str("])");
+}
+
+/// The margin shape of a released aggregate of the user's plan.
+pub fn shape_of(aggregate: &Aggregate, additive: &[bool]) -> MarginShape {
+    let mut family = String::new();
+    write_unnamed_plan(&aggregate.input, &mut family);
+    let distinct: Vec<Expr> = match aggregate.group_expr.as_slice() {
+        [Expr::GroupingSet(set)] => set.distinct_expr().into_iter().cloned().collect(),
+        exprs => exprs.to_vec(),
+    };
+    MarginShape {
+        family,
+        dimensions: distinct.iter().map(unnamed).collect(),
+        display: distinct
+            .iter()
+            .map(|e| e.schema_name().to_string())
+            .collect(),
+        measures: aggregate
+            .aggr_expr
+            .iter()
+            .zip(additive)
+            .map(|(e, additive)| additive.then(|| unnamed(e)))
+            .collect(),
+    }
+}
+
+/// The cells of a table with margins, as the attacker sees them.
 #[derive(Debug, Clone)]
 pub struct MarginTable {
-    /// Group values of each cell (one per group expression).
+    /// Group values of each cell (one per dimension; the untyped
+    /// `ScalarValue::Null` where the cell aggregates over the dimension).
     pub keys: Vec<Vec<ScalarValue>>,
-    /// Per cell, the bit mask of group expressions the cell aggregates over
-    /// (bit 0 is the last expression), as DataFusion's grouping id has it.
+    /// Per cell, the bit mask of dimensions the cell aggregates over (bit 0
+    /// is the last dimension), as DataFusion's grouping id has it.
     pub masks: Vec<u64>,
-    /// Values of each additive measure, per cell.
-    pub measures: Vec<Vec<f64>>,
+    /// Values of each additive measure, per cell; `None` for cells of an
+    /// aggregate that does not release the measure.
+    pub measures: Vec<Vec<Option<f64>>>,
     /// Whether each measure's values cannot be negative.
     pub non_negative: Vec<bool>,
 }
 
-/// One relation: `parent` equals the sum of `children`.
+/// One relation: the cells of `plus` sum to the same as those of `minus`
+/// (a total and its cells, or two breakdowns of the same rows).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relation {
-    /// The total.
-    pub parent: usize,
-    /// The cells it sums.
-    pub children: Vec<usize>,
+    /// One side.
+    pub plus: Vec<usize>,
+    /// The other.
+    pub minus: Vec<usize>,
 }
 
-/// The linear relations of a table with margins: each cell whose set leaves
-/// out a group expression that a finer set includes is the sum of that finer
-/// set's cells with the same other values.
-pub fn relations(table: &MarginTable, dimensions: usize) -> Vec<Relation> {
-    let index: HashMap<(u64, &[ScalarValue]), usize> = table
-        .masks
-        .iter()
-        .zip(&table.keys)
+impl Relation {
+    fn members(&self) -> impl Iterator<Item = usize> + '_ {
+        self.plus.iter().chain(&self.minus).copied()
+    }
+}
+
+/// The dimensions a mask keeps (bit set: aggregated over).
+fn kept(mask: u64, dimensions: usize) -> u64 {
+    !mask & ((1u64 << dimensions) - 1)
+}
+
+/// The key of a cell projected on the dimensions of `dims`; the others
+/// become the untyped NULL that marks a dimension aggregated over (a NULL
+/// group value of the data keeps its type, so the two never meet).
+fn projected(key: &[ScalarValue], dims: u64, dimensions: usize) -> Vec<ScalarValue> {
+    key.iter()
         .enumerate()
-        .map(|(i, (mask, key))| ((*mask, key.as_slice()), i))
-        .collect();
-    let mut children: HashMap<(usize, u32), Vec<usize>> = HashMap::new();
-    for (child, (mask, key)) in table.masks.iter().zip(&table.keys).enumerate() {
-        for bit in 0..dimensions as u32 {
-            if mask & (1 << bit) != 0 {
-                continue; // the child does not include this dimension
+        .map(|(d, v)| {
+            if dims & (1 << (dimensions - 1 - d)) != 0 {
+                v.clone()
+            } else {
+                ScalarValue::Null
             }
-            let parent_mask = mask | (1 << bit);
-            let position = dimensions - 1 - bit as usize;
-            let mut parent_key = key.clone();
-            // In the parent's rows the left-out dimension is NULL.
-            parent_key[position] =
-                ScalarValue::try_from(&key[position].data_type()).unwrap_or(ScalarValue::Null);
-            if let Some(&parent) = index.get(&(parent_mask, parent_key.as_slice())) {
-                children.entry((parent, bit)).or_default().push(child);
+        })
+        .collect()
+}
+
+/// The linear relations of a table with margins. Between two sets of
+/// dimensions `A ⊂ B` with no set between them, each cell of `A` is the sum
+/// of the cells of `B` with its values; between two sets that neither
+/// contains, the cells of each with the same values on their common
+/// dimensions have equal sums, unless a set of their common dimensions or
+/// one containing both already implies it.
+pub fn relations(table: &MarginTable, dimensions: usize) -> Vec<Relation> {
+    let sets: BTreeSet<u64> = table.masks.iter().map(|m| kept(*m, dimensions)).collect();
+    let sets: Vec<u64> = sets.into_iter().collect();
+    let mut relations = Vec::new();
+    for (i, &a) in sets.iter().enumerate() {
+        for &b in &sets[i + 1..] {
+            let (coarse, fine) = if a & b == a {
+                (a, b)
+            } else if a & b == b {
+                (b, a)
+            } else {
+                let common = a & b;
+                let implied = sets
+                    .iter()
+                    .any(|&s| s == common || (s & (a | b)) == (a | b));
+                if !implied {
+                    relations.extend(equal_sums(table, dimensions, a, b, common));
+                }
+                continue;
+            };
+            let between = sets
+                .iter()
+                .any(|&s| s != coarse && s != fine && s & coarse == coarse && s & fine == s);
+            if !between {
+                relations.extend(equal_sums(table, dimensions, coarse, fine, coarse));
             }
         }
     }
-    let mut relations: Vec<Relation> = children
-        .into_iter()
-        .map(|((parent, _), mut children)| {
-            children.sort_unstable();
-            Relation { parent, children }
-        })
-        .collect();
-    relations.sort_by(|a, b| (a.parent, &a.children).cmp(&(b.parent, &b.children)));
+    relations.sort_by(|a, b| (&a.plus, &a.minus).cmp(&(&b.plus, &b.minus)));
+    relations.dedup();
     relations
+}
+
+/// For each value of the `common` dimensions: the cells of set `a` with
+/// that value sum to those of set `b`.
+fn equal_sums(
+    table: &MarginTable,
+    dimensions: usize,
+    a: u64,
+    b: u64,
+    common: u64,
+) -> Vec<Relation> {
+    let mut sides: HashMap<Vec<ScalarValue>, (Vec<usize>, Vec<usize>)> = HashMap::new();
+    for (cell, (mask, key)) in table.masks.iter().zip(&table.keys).enumerate() {
+        let set = kept(*mask, dimensions);
+        if set != a && set != b {
+            continue;
+        }
+        let entry = sides
+            .entry(projected(key, common, dimensions))
+            .or_default();
+        if set == a {
+            entry.0.push(cell);
+        } else {
+            entry.1.push(cell);
+        }
+    }
+    sides
+        .into_values()
+        .filter(|(plus, minus)| !plus.is_empty() || !minus.is_empty())
+        .map(|(mut plus, mut minus)| {
+            plus.sort_unstable();
+            minus.sort_unstable();
+            Relation { plus, minus }
+        })
+        .collect()
+}
+
+/// The relations that hold for one measure: those whose cells all release it.
+fn relations_of(table: &MarginTable, relations: &[Relation], measure: usize) -> Vec<Relation> {
+    relations
+        .iter()
+        .filter(|r| r.members().all(|c| table.measures[measure][c].is_some()))
+        .cloned()
+        .collect()
 }
 
 /// The range of values of `cell` that an attacker can derive, for one
@@ -94,7 +277,7 @@ pub fn relations(table: &MarginTable, dimensions: usize) -> Vec<Relation> {
 pub fn attack(
     table: &MarginTable,
     relations: &[Relation],
-    suppressed: &[bool],
+    hidden: &[bool],
     measure: usize,
     cell: usize,
 ) -> Option<(f64, f64)> {
@@ -106,24 +289,27 @@ pub fn attack(
     };
     let solve = |direction| -> Option<f64> {
         let mut problem = Problem::new(direction);
-        let variables: HashMap<usize, microlp::Variable> = suppressed
+        let variables: HashMap<usize, microlp::Variable> = hidden
             .iter()
             .enumerate()
-            .filter(|(_, s)| **s)
+            .filter(|(_, h)| **h)
             .map(|(i, _)| {
                 let objective = if i == cell { 1.0 } else { 0.0 };
                 (i, problem.add_var(objective, (lower_bound, f64::INFINITY)))
             })
             .collect();
         for relation in relations {
-            let members = std::iter::once((relation.parent, -1.0))
-                .chain(relation.children.iter().map(|&c| (c, 1.0)));
+            let members = relation
+                .plus
+                .iter()
+                .map(|&c| (c, 1.0))
+                .chain(relation.minus.iter().map(|&c| (c, -1.0)));
             let mut terms = Vec::new();
             let mut constant = 0.0;
             for (member, sign) in members {
                 match variables.get(&member) {
                     Some(&variable) => terms.push((variable, sign)),
-                    None => constant += sign * values[member],
+                    None => constant += sign * values[member].unwrap_or(0.0),
                 }
             }
             if terms.is_empty() {
@@ -151,40 +337,66 @@ pub fn is_protected(range: (f64, f64), value: f64, protection_percent: f64) -> b
 /// How many linear programs one table may cost before it is suppressed whole.
 const AUDIT_BUDGET: usize = 20_000;
 
-/// Chooses the secondary suppressions of a table given its primary ones:
-/// returns the cells to suppress in addition. Every suppressed cell passes
-/// the attacker's audit afterwards, or the whole table is suppressed.
+/// Chooses the secondary suppressions of a table: returns the cells to hide
+/// in addition to `primary_cells` (cells suppressed whole) and
+/// `primary_values` (per measure, values suppressed in released cells).
+/// Every primary suppression passes the attacker's audit afterwards, or the
+/// whole table is suppressed. `None` when cancelled.
 pub fn secondary_suppression(
     table: &MarginTable,
     dimensions: usize,
-    primary: &[bool],
+    primary_cells: &[bool],
+    primary_values: &[Vec<bool>],
     protection_percent: f64,
-) -> Vec<usize> {
-    let cells = primary.len();
-    let relations = relations(table, dimensions);
-    let mut suppressed = primary.to_vec();
-    if relations.is_empty() || !suppressed.iter().any(|s| *s) {
-        return Vec::new();
+    cancellation: &Cancellation,
+) -> Option<Vec<usize>> {
+    let cells = primary_cells.len();
+    let all = relations(table, dimensions);
+    let per_measure: Vec<Vec<Relation>> = (0..table.measures.len())
+        .map(|m| relations_of(table, &all, m))
+        .collect();
+    let mut suppressed = primary_cells.to_vec();
+    let any_primary = suppressed.iter().any(|s| *s)
+        || primary_values.iter().any(|values| values.iter().any(|v| *v));
+    if all.is_empty() || !any_primary {
+        return Some(Vec::new());
     }
-    let size = |cell: usize| table.measures.first().map_or(0.0, |m| m[cell].abs());
+    let hidden_in = |suppressed: &[bool], measure: usize| -> Vec<bool> {
+        (0..cells)
+            .map(|c| suppressed[c] || primary_values[measure][c])
+            .collect()
+    };
+    let size = |cell: usize| {
+        table
+            .measures
+            .iter()
+            .find_map(|m| m[cell])
+            .map_or(0.0, f64::abs)
+    };
+    let cheapest_released = |members: &mut dyn Iterator<Item = usize>, suppressed: &[bool]| {
+        members
+            .filter(|m| !suppressed[*m])
+            .min_by(|a, b| size(*a).total_cmp(&size(*b)).then(a.cmp(b)))
+    };
     let mut budget = AUDIT_BUDGET;
     'pattern: loop {
-        // No relation may hold exactly one suppressed cell.
+        if cancellation.is_cancelled() {
+            return None;
+        }
+        // No relation may hold exactly one hidden value.
         let mut changed = true;
         while changed {
             changed = false;
-            for relation in &relations {
-                let members: Vec<usize> = std::iter::once(relation.parent)
-                    .chain(relation.children.iter().copied())
-                    .collect();
-                let hidden = members.iter().filter(|m| suppressed[**m]).count();
-                if hidden == 1 {
-                    let cheapest = members
-                        .iter()
-                        .copied()
-                        .filter(|m| !suppressed[*m])
-                        .min_by(|a, b| size(*a).total_cmp(&size(*b)).then(a.cmp(b)));
-                    if let Some(cell) = cheapest {
+            for (measure, relations) in per_measure.iter().enumerate() {
+                for relation in relations {
+                    let hidden = relation
+                        .members()
+                        .filter(|m| suppressed[*m] || primary_values[measure][*m])
+                        .count();
+                    if hidden == 1
+                        && let Some(cell) =
+                            cheapest_released(&mut relation.members(), &suppressed)
+                    {
                         suppressed[cell] = true;
                         changed = true;
                     }
@@ -192,30 +404,37 @@ pub fn secondary_suppression(
             }
         }
         // The audit: every primary suppression must be protected for every
-        // measure. (Secondary cells are safe cells, hidden only to protect
-        // the primary ones; an attacker may compute them.)
-        for (cell, _) in primary.iter().enumerate().filter(|(_, p)| **p) {
-            for measure in 0..table.measures.len() {
+        // measure it hides. (Secondary cells are safe cells, hidden only to
+        // protect the primary ones; an attacker may compute them.)
+        for (measure, relations) in per_measure.iter().enumerate() {
+            let hidden = hidden_in(&suppressed, measure);
+            for cell in 0..cells {
+                let Some(value) = table.measures[measure][cell] else {
+                    continue;
+                };
+                if !(primary_cells[cell] || primary_values[measure][cell]) {
+                    continue;
+                }
+                if cancellation.is_cancelled() {
+                    return None;
+                }
                 if budget < 2 {
                     suppressed.iter_mut().for_each(|s| *s = true);
                     break 'pattern;
                 }
                 budget -= 2;
-                let value = table.measures[measure][cell];
-                let protected = attack(table, &relations, &suppressed, measure, cell)
+                let protected = attack(table, relations, &hidden, measure, cell)
                     .is_some_and(|range| is_protected(range, value, protection_percent));
                 if protected {
                     continue;
                 }
                 // Widen the range: hide the smallest released cell of one of
                 // the cell's relations.
-                let candidate = relations
+                let mut around = relations
                     .iter()
-                    .filter(|r| r.parent == cell || r.children.contains(&cell))
-                    .flat_map(|r| std::iter::once(r.parent).chain(r.children.iter().copied()))
-                    .filter(|m| !suppressed[*m])
-                    .min_by(|a, b| size(*a).total_cmp(&size(*b)).then(a.cmp(b)));
-                match candidate {
+                    .filter(|r| r.members().any(|m| m == cell))
+                    .flat_map(Relation::members);
+                match cheapest_released(&mut around, &suppressed) {
                     Some(next) => {
                         suppressed[next] = true;
                         continue 'pattern;
@@ -226,9 +445,11 @@ pub fn secondary_suppression(
         }
         break;
     }
-    (0..cells)
-        .filter(|&c| suppressed[c] && !primary[c])
-        .collect()
+    Some(
+        (0..cells)
+            .filter(|&c| suppressed[c] && !primary_cells[c])
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -250,25 +471,32 @@ mod tests {
             for (j, c) in columns.iter().enumerate() {
                 keys.push(vec![text(*r), text(*c)]);
                 masks.push(0);
-                measure.push(values[i][j]);
+                measure.push(Some(values[i][j]));
             }
-            keys.push(vec![text(*r), text(None)]);
+            keys.push(vec![text(*r), ScalarValue::Null]);
             masks.push(0b01);
-            measure.push(values[i].iter().sum());
+            measure.push(Some(values[i].iter().sum()));
         }
         for (j, c) in columns.iter().enumerate() {
-            keys.push(vec![text(None), text(*c)]);
+            keys.push(vec![ScalarValue::Null, text(*c)]);
             masks.push(0b10);
-            measure.push(values[0][j] + values[1][j]);
+            measure.push(Some(values[0][j] + values[1][j]));
         }
-        keys.push(vec![text(None), text(None)]);
+        keys.push(vec![ScalarValue::Null, ScalarValue::Null]);
         masks.push(0b11);
-        measure.push(values.iter().flatten().sum());
+        measure.push(Some(values.iter().flatten().sum()));
         MarginTable {
             keys,
             masks,
             measures: vec![measure],
             non_negative: vec![true],
+        }
+    }
+
+    fn total_of(parent: usize, children: Vec<usize>) -> Relation {
+        Relation {
+            plus: vec![parent],
+            minus: children,
         }
     }
 
@@ -278,23 +506,42 @@ mod tests {
         // Cells: 0 (r1,c1) 1 (r1,c2) 2 (r1,*) 3 (r2,c1) 4 (r2,c2) 5 (r2,*)
         // 6 (*,c1) 7 (*,c2) 8 (*,*)
         let relations = relations(&table, 2);
-        assert!(relations.contains(&Relation {
-            parent: 2,
-            children: vec![0, 1]
-        }));
-        assert!(relations.contains(&Relation {
-            parent: 6,
-            children: vec![0, 3]
-        }));
-        assert!(relations.contains(&Relation {
-            parent: 8,
-            children: vec![2, 5]
-        }));
-        assert!(relations.contains(&Relation {
-            parent: 8,
-            children: vec![6, 7]
-        }));
+        assert!(relations.contains(&total_of(2, vec![0, 1])));
+        assert!(relations.contains(&total_of(6, vec![0, 3])));
+        assert!(relations.contains(&total_of(8, vec![2, 5])));
+        assert!(relations.contains(&total_of(8, vec![6, 7])));
         assert_eq!(relations.len(), 6);
+    }
+
+    #[test]
+    fn two_breakdowns_without_their_total_have_equal_sums() {
+        // GROUPING SETS ((r), (c)): no total, no finest cells.
+        let mut table = cube([[10.0, 20.0], [30.0, 40.0]]);
+        let keep: Vec<usize> = vec![2, 5, 6, 7];
+        table.keys = keep.iter().map(|&i| table.keys[i].clone()).collect();
+        table.masks = keep.iter().map(|&i| table.masks[i]).collect();
+        table.measures[0] = keep.iter().map(|&i| table.measures[0][i]).collect();
+        let relations = relations(&table, 2);
+        assert_eq!(relations.len(), 1);
+        let sides = [relations[0].plus.clone(), relations[0].minus.clone()];
+        assert!(sides.contains(&vec![0, 1]) && sides.contains(&vec![2, 3]), "{relations:?}");
+        // One hidden row total is its sum minus the other's.
+        let mut hidden = vec![false; 4];
+        hidden[0] = true;
+        let range = attack(&table, &relations, &hidden, 0, 0).unwrap();
+        assert!((range.0 - 30.0).abs() < 1e-6 && (range.1 - 30.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_total_and_its_finest_cells_relate_without_the_sets_between() {
+        // GROUPING SETS ((), (r, c)).
+        let mut table = cube([[3.0, 20.0], [30.0, 40.0]]);
+        let keep: Vec<usize> = vec![0, 1, 3, 4, 8];
+        table.keys = keep.iter().map(|&i| table.keys[i].clone()).collect();
+        table.masks = keep.iter().map(|&i| table.masks[i]).collect();
+        table.measures[0] = keep.iter().map(|&i| table.measures[0][i]).collect();
+        let relations = relations(&table, 2);
+        assert_eq!(relations, vec![total_of(4, vec![0, 1, 2, 3])]);
     }
 
     #[test]
@@ -313,7 +560,10 @@ mod tests {
         let table = cube([[3.0, 20.0], [30.0, 40.0]]);
         let mut primary = vec![false; 9];
         primary[0] = true;
-        let secondary = secondary_suppression(&table, 2, &primary, 10.0);
+        let none = vec![vec![false; 9]];
+        let secondary =
+            secondary_suppression(&table, 2, &primary, &none, 10.0, &Cancellation::default())
+                .unwrap();
         // The classic pattern: a rectangle of four inner cells.
         assert_eq!(secondary, vec![1, 3, 4]);
         let mut suppressed = primary.clone();
@@ -325,7 +575,7 @@ mod tests {
             if primary[cell] {
                 let range = attack(&table, &relations, &suppressed, 0, cell).unwrap();
                 assert!(
-                    is_protected(range, table.measures[0][cell], 10.0),
+                    is_protected(range, table.measures[0][cell].unwrap(), 10.0),
                     "cell {cell}: {range:?}"
                 );
             }
@@ -333,8 +583,40 @@ mod tests {
     }
 
     #[test]
+    fn a_suppressed_value_is_protected_like_a_cell() {
+        let table = cube([[3.0, 20.0], [30.0, 40.0]]);
+        let mut values = vec![vec![false; 9]];
+        values[0][0] = true;
+        let secondary =
+            secondary_suppression(&table, 2, &[false; 9], &values, 10.0, &Cancellation::default())
+                .unwrap();
+        let mut hidden = values[0].clone();
+        for cell in &secondary {
+            hidden[*cell] = true;
+        }
+        let range = attack(&table, &relations(&table, 2), &hidden, 0, 0).unwrap();
+        assert!(is_protected(range, 3.0, 10.0), "{range:?}");
+    }
+
+    #[test]
     fn nothing_to_do_without_primary_suppression() {
         let table = cube([[13.0, 20.0], [30.0, 40.0]]);
-        assert!(secondary_suppression(&table, 2, &[false; 9], 10.0).is_empty());
+        let none = vec![vec![false; 9]];
+        assert!(
+            secondary_suppression(&table, 2, &[false; 9], &none, 10.0, &Cancellation::default())
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_cancelled_audit_stops() {
+        let table = cube([[3.0, 20.0], [30.0, 40.0]]);
+        let mut primary = vec![false; 9];
+        primary[0] = true;
+        let cancellation = Cancellation::default();
+        cancellation.cancel();
+        let none = vec![vec![false; 9]];
+        assert!(secondary_suppression(&table, 2, &primary, &none, 10.0, &cancellation).is_none());
     }
 }

@@ -4,12 +4,19 @@
 //! > `min_persons`, default 11). Count persons through the person id, even
 //! > when a query never mentions it, even after joins that repeat rows, and
 //! > even when one person holds several source ids. `HAVING` in the user's
-//! > query cannot lower the threshold.
+//! > query cannot lower the threshold. The rule holds per released value,
+//! > not only per cell: each value is computed from at least `k` distinct
+//! > persons who actually contribute a non-NULL input to it (after its
+//! > `FILTER`, its `CASE`, the NULLs that `count(col)` skips); a value that
+//! > fails is suppressed even when the rest of its cell is released.
 //!
 //! The released aggregate (an aggregate over private rows that is not per
-//! person) gains one more column, the count of distinct persons per cell
-//! (built with the magnitude rule's columns in [`crate::rules::magnitudes`]). Its cells are
-//! computed first, where the data lives, and go through the release step
+//! person) gains columns that count, per cell, its distinct persons and the
+//! persons who contribute to each value ([`crate::cells`];
+//! [`crate::cells::measures::Value::contributing_rows`] says which rows
+//! contribute). `COUNT(DISTINCT x)` of anything but a person key is refused:
+//! it counts values, and a value may be held by a single person. Its cells
+//! are computed first, where the data lives, and go through the release step
 //! ([`crate::release`]) before anything the user wrote above the aggregate
 //! (`HAVING`, `ORDER BY`, `LIMIT`, joins with code lists) sees them: in the
 //! rest of the plan the aggregate is replaced by a scan of the released cells.
@@ -26,13 +33,14 @@ use datafusion::common::{Column, TableReference, internal_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::{Expr, LogicalPlan, Projection, TableScanBuilder};
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Projection, TableScanBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 use seuil_policies::Role;
 
-use crate::error::EngineError;
+use crate::cells::{self, CellsLayout};
+use crate::error::{EngineError, plan_fault};
 use crate::rewrite::lineage::PersonLineage;
-use crate::rules::magnitudes::{self, CellsLayout};
+use crate::rules::margins::{MarginShape, shape_of};
 
 /// Cells that passed the release step, read by the rest of the plan.
 #[derive(Debug)]
@@ -58,7 +66,7 @@ impl ReleasedCells {
     pub fn set(&self, batches: Vec<RecordBatch>) -> Result<(), EngineError> {
         self.cells
             .set(batches)
-            .map_err(|_| EngineError::Execution("released cells were set twice".into()))
+            .map_err(|_| EngineError::internal("released cells were set twice"))
     }
 }
 
@@ -102,6 +110,8 @@ pub struct ReleaseStep {
     pub cells: LogicalPlan,
     /// What the cells plan's columns are.
     pub layout: CellsLayout,
+    /// How the aggregate takes part in tables with margins (rule 7).
+    pub margins: MarginShape,
     /// Where the released cells are stored for the rest of the plan.
     pub released: Arc<ReleasedCells>,
 }
@@ -113,25 +123,24 @@ impl ReleaseStep {
     }
 }
 
-fn df(e: datafusion::error::DataFusionError) -> EngineError {
-    EngineError::Execution(format!("internal planning error: {e}"))
-}
-
-/// Builds the cells plan of a released aggregate (see
-/// [`crate::rules::magnitudes`]) and the node that replaces the aggregate in
-/// the rest of the plan: a projection of the released cells with the
-/// aggregate's own column names and qualifiers.
+/// Builds the cells plan of a released aggregate (see [`crate::cells`])
+/// and the node that replaces the aggregate in the rest of the plan: a
+/// projection of the released cells with the aggregate's own column names
+/// and qualifiers. `original` is the user's aggregate, before the rewrite.
 pub fn release_aggregate(
     id: usize,
     input: LogicalPlan,
     group_expr: Vec<Expr>,
     aggr_expr: Vec<Expr>,
-    original_schema: &DFSchemaRef,
+    original: &Aggregate,
     lineage: &PersonLineage,
     role: &Role,
 ) -> Result<(ReleaseStep, LogicalPlan), EngineError> {
+    let original_schema: &DFSchemaRef = &original.schema;
     let (cells, layout) =
-        magnitudes::cells_plan(input, group_expr, aggr_expr, original_schema, lineage, role)?;
+        cells::cells_plan(input, group_expr, aggr_expr, original_schema, lineage, role)?;
+    let additive: Vec<bool> = layout.measures.iter().map(|m| m.kind.is_additive()).collect();
+    let margins = shape_of(original, &additive);
     let cells_schema = Arc::clone(cells.schema());
     let fields: Vec<Field> = (0..layout.output_columns)
         .map(|i| {
@@ -144,12 +153,13 @@ pub fn release_aggregate(
         id,
         cells,
         layout,
+        margins,
         released: Arc::clone(&released),
     };
     let name = TableReference::bare(step.table_name());
     let scan = TableScanBuilder::new(name.clone(), provider_as_source(released))
         .build()
-        .map_err(df)?;
+        .map_err(plan_fault)?;
     let exprs: Vec<Expr> = (0..step.layout.output_columns)
         .map(|i| {
             let (qualifier, field) = cells_schema.qualified_field(i);
@@ -158,6 +168,6 @@ pub fn release_aggregate(
         })
         .collect();
     let projection =
-        Projection::try_new(exprs, Arc::new(LogicalPlan::TableScan(scan))).map_err(df)?;
+        Projection::try_new(exprs, Arc::new(LogicalPlan::TableScan(scan))).map_err(plan_fault)?;
     Ok((step, LogicalPlan::Projection(projection)))
 }

@@ -25,6 +25,10 @@ pub fn from_engine(error: &EngineError) -> Status {
             tracing::error!(%detail, "engine setup error while serving a query");
             Status::internal("the server cannot run queries right now; see its log")
         }
+        EngineError::Internal(detail) => {
+            tracing::error!(%detail, "internal error while serving a query");
+            Status::internal("internal error of seuil; the operator's log has the detail")
+        }
     }
 }
 
@@ -37,6 +41,7 @@ pub fn error_kind(error: &EngineError) -> &'static str {
         EngineError::Limit(_) => "limit",
         EngineError::Execution(_) => "execution",
         EngineError::Setup(_) => "setup",
+        EngineError::Internal(_) => "internal",
     }
 }
 

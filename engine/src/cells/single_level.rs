@@ -1,0 +1,93 @@
+//! The cells plan of values computed over a cell's rows: the user's
+//! aggregate as written, with the persons of each cell and of each value
+//! counted up to the threshold.
+
+use std::sync::Arc;
+
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, col};
+use seuil_policies::Role;
+
+use super::{CellsLayout, MeasureLayout, PERSONS_COLUMN, Value, grouping_info};
+use crate::error::{EngineError, plan_fault};
+use crate::rewrite::lineage::PersonLineage;
+use crate::rules::distinct_persons::persons_up_to;
+
+/// The persons counted up to `k` over the rows `rows` keeps (all when `None`).
+pub(super) fn persons_of(person: Expr, k: u32, rows: Option<Expr>) -> Expr {
+    match (persons_up_to(person, k), rows) {
+        (Expr::AggregateFunction(mut call), Some(rows)) => {
+            call.params.filter = Some(Box::new(rows));
+            Expr::AggregateFunction(call)
+        }
+        (call, _) => call,
+    }
+}
+
+/// The contributor columns of `values`: for each value, the position of its
+/// contributing-rows condition in `conditions` (shared by values with the
+/// same condition), or `None` when all the cell's rows contribute.
+pub(super) fn contributor_conditions(
+    values: &[Value],
+    input: &LogicalPlan,
+) -> (Vec<Expr>, Vec<Option<usize>>) {
+    let mut conditions: Vec<Expr> = Vec::new();
+    let positions = values
+        .iter()
+        .map(|value| {
+            let rows = value.contributing_rows(input.schema())?;
+            Some(match conditions.iter().position(|c| *c == rows) {
+                Some(position) => position,
+                None => {
+                    conditions.push(rows);
+                    conditions.len() - 1
+                }
+            })
+        })
+        .collect();
+    (conditions, positions)
+}
+
+/// Builds the single-level cells plan.
+pub(super) fn cells_plan(
+    input: LogicalPlan,
+    group_expr: Vec<Expr>,
+    values: &[Value],
+    lineage: &PersonLineage,
+    role: &Role,
+) -> Result<(LogicalPlan, CellsLayout), EngineError> {
+    let (conditions, positions) = contributor_conditions(values, &input);
+    let person = col(lineage.person.clone());
+    let mut cells_aggr: Vec<Expr> = values.iter().map(|v| v.call.clone()).collect();
+    cells_aggr.push(persons_of(person.clone(), role.min_persons, None).alias(PERSONS_COLUMN));
+    for (i, rows) in conditions.into_iter().enumerate() {
+        cells_aggr.push(
+            persons_of(person.clone(), role.min_persons, Some(rows))
+                .alias(format!("__seuil_contributors_{i}")),
+        );
+    }
+    let cells = Aggregate::try_new(Arc::new(input), group_expr, cells_aggr).map_err(plan_fault)?;
+    let group_columns = cells.group_expr_len().map_err(plan_fault)?;
+    let grouping = grouping_info(&cells.group_expr, group_columns);
+    let output_columns = group_columns + values.len();
+    let persons = output_columns;
+    let measures = values
+        .iter()
+        .zip(positions)
+        .map(|(value, position)| MeasureLayout {
+            kind: value.kind(),
+            contributors: position.map(|p| persons + 1 + p),
+            rounded: !value.is_structural(),
+        })
+        .collect();
+    Ok((
+        LogicalPlan::Aggregate(cells),
+        CellsLayout {
+            output_columns,
+            group_columns,
+            grouping,
+            measures,
+            persons,
+            dominance: Vec::new(),
+        },
+    ))
+}
