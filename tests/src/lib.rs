@@ -7,8 +7,11 @@
 //! synthetic data they run on ([`test_data`]), an engine on the shipped
 //! policy ([`open_engine`]), and the sqllogictest adapter ([`SltDb`]).
 
+pub mod attacker;
 pub mod grammar;
+pub mod neighbours;
 pub mod oracle;
+pub mod reference;
 pub mod slt;
 
 use std::path::Path;

@@ -6,7 +6,9 @@
 //! - `AS ROLE name` (as a `statement ok`) runs the following queries under
 //!   that role of the policy;
 //! - `SHOW RELEASE` (as a `query II`) returns the last query's cells released
-//!   and suppressed.
+//!   and suppressed, as the audit log records them;
+//! - `SHOW METADATA` (as a `query TT`) returns the `seuil.*` metadata of the
+//!   last result, as the client sees it, key by key.
 //!
 //! Floating-point values are printed with two decimals, since parallel sums
 //! may differ in their last bits from run to run.
@@ -29,6 +31,7 @@ pub struct SltDb {
     engine: Engine,
     role: String,
     last_report: Option<ReleaseReport>,
+    last_metadata: Vec<(String, String)>,
 }
 
 impl SltDb {
@@ -38,6 +41,7 @@ impl SltDb {
             engine,
             role: "researcher".into(),
             last_report: None,
+            last_metadata: Vec::new(),
         }
     }
 }
@@ -116,6 +120,16 @@ impl sqllogictest::AsyncDB for SltDb {
                 ]],
             });
         }
+        if trimmed == "SHOW METADATA" {
+            return Ok(DBOutput::Rows {
+                types: vec![DefaultColumnType::Text, DefaultColumnType::Text],
+                rows: self
+                    .last_metadata
+                    .iter()
+                    .map(|(k, v)| vec![k.clone(), v.clone()])
+                    .collect(),
+            });
+        }
         let user = User::new("slt", self.role.clone());
         let result = self
             .engine
@@ -123,6 +137,14 @@ impl sqllogictest::AsyncDB for SltDb {
             .await
             .map_err(|e| SltError(e.to_string()))?;
         self.last_report = Some(result.report.clone());
+        let mut metadata: Vec<(String, String)> = result
+            .schema
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        metadata.sort();
+        self.last_metadata = metadata;
         let types = result
             .schema
             .fields()

@@ -73,12 +73,12 @@ async fn the_index_and_the_joins_release_the_same_cells() {
     for case in 0..300 {
         let query = grammar::generate(&mut rng);
         for (u, user) in users.iter().enumerate() {
-            let with_index = outcome(&indexed, user, &query.seuil_sql, query.group_columns).await;
-            let with_joins = outcome(&joined, user, &query.seuil_sql, query.group_columns).await;
+            let with_index = outcome(&indexed, user, &query.sql, query.group_columns).await;
+            let with_joins = outcome(&joined, user, &query.sql, query.group_columns).await;
             assert_eq!(
                 with_index, with_joins,
                 "case {case} of seed {seed}, user {}\n{}",
-                user.name, query.seuil_sql
+                user.name, query.sql
             );
             if !with_index.starts_with("error") {
                 answered[u] += 1;

@@ -26,7 +26,9 @@ use seuil_policies::{Policy, Role};
 use crate::catalog::DataCatalog;
 use crate::error::{EngineError, Place, Refusal, Rule};
 use crate::rules::min_persons::ReleaseStep;
-use crate::rules::{aggregates_only, identifiers, min_persons, person_lineage, side_channels};
+use crate::rules::{
+    aggregates_only, identifiers, margins, min_persons, person_lineage, side_channels,
+};
 use lineage::{
     Node, PERSON_COLUMN, PersonLineage, Privacy, RESERVED_PREFIX, bare_column, output_column,
 };
@@ -180,7 +182,7 @@ impl<'a> PrivacyRewrite<'a> {
             LogicalPlan::Values(values) => {
                 for row in &values.values {
                     for expr in row {
-                        side_channels::check_allowed(expr)?;
+                        side_channels::check_allowed(expr, &datafusion::common::DFSchema::empty())?;
                     }
                 }
                 Ok(Node {
@@ -234,7 +236,7 @@ impl<'a> PrivacyRewrite<'a> {
                 }
                 identifiers::check_value(&expr, lineage)?;
             }
-            exprs.push(side_channels::neutralise(expr)?);
+            exprs.push(side_channels::neutralise(expr, input.plan.schema())?);
         }
         let rebuilt = plan.with_new_exprs(exprs, vec![input.plan]).map_err(df)?;
         Ok(Node {
@@ -251,7 +253,7 @@ impl<'a> PrivacyRewrite<'a> {
             if let Some(lineage) = input.privacy.lineage() {
                 identifiers::check_value(expr, lineage)?;
             }
-            exprs.push(side_channels::neutralise_named(expr.clone())?);
+            exprs.push(side_channels::neutralise_named(expr.clone(), input.plan.schema())?);
         }
         match input.privacy {
             Privacy::Private(lineage) => {
@@ -297,7 +299,7 @@ impl<'a> PrivacyRewrite<'a> {
         if let Some(lineage) = input.privacy.lineage() {
             identifiers::check_condition(&filter.predicate, lineage)?;
         }
-        let predicate = side_channels::neutralise(filter.predicate.clone())?;
+        let predicate = side_channels::neutralise(filter.predicate.clone(), input.plan.schema())?;
         Ok(Node {
             plan: LogicalPlan::Filter(
                 Filter::try_new(predicate, Arc::new(input.plan)).map_err(df)?,
@@ -326,13 +328,14 @@ impl<'a> PrivacyRewrite<'a> {
     }
 
     fn aggregate(&mut self, aggregate: &Aggregate) -> Result<Node, EngineError> {
+        margins::check_grouping_size(&aggregate.group_expr)?;
         let input = self.rewrite(&aggregate.input)?;
         let lineage = match input.privacy {
             Privacy::Private(lineage) => lineage,
             privacy => {
                 // Aggregates of public data or of released cells: nothing to protect.
-                let group = named(&aggregate.group_expr)?;
-                let aggr = named(&aggregate.aggr_expr)?;
+                let group = named(&aggregate.group_expr, input.plan.schema())?;
+                let aggr = named(&aggregate.aggr_expr, input.plan.schema())?;
                 let rebuilt = Aggregate::try_new(Arc::new(input.plan), group, aggr).map_err(df)?;
                 return Ok(Node {
                     plan: LogicalPlan::Aggregate(rebuilt),
@@ -360,8 +363,8 @@ impl<'a> PrivacyRewrite<'a> {
         for expr in &aggregate.group_expr {
             identifiers::check_released_group_key(expr, &lineage)?;
         }
-        let group = named(&aggregate.group_expr)?;
-        let aggr = named(&aggregate.aggr_expr)?;
+        let group = named(&aggregate.group_expr, input.plan.schema())?;
+        let aggr = named(&aggregate.aggr_expr, input.plan.schema())?;
         let id = self.releases.len();
         let (step, replacement) = min_persons::release_aggregate(
             id,
@@ -396,9 +399,9 @@ impl<'a> PrivacyRewrite<'a> {
         input: LogicalPlan,
         lineage: PersonLineage,
     ) -> Result<Node, EngineError> {
-        let mut group = named(&aggregate.group_expr)?;
+        let mut group = named(&aggregate.group_expr, input.schema())?;
         group.push(col(lineage.person.clone()));
-        let aggr = named(&aggregate.aggr_expr)?;
+        let aggr = named(&aggregate.aggr_expr, input.schema())?;
         let rebuilt = Aggregate::try_new(Arc::new(input), group, aggr).map_err(df)?;
         let schema = Arc::clone(&rebuilt.schema);
         let mut renamed: HashMap<Column, Vec<Column>> = HashMap::new();
@@ -437,7 +440,7 @@ impl<'a> PrivacyRewrite<'a> {
                 check_window(expr, lineage)?;
             }
         }
-        let exprs = named(&window.window_expr)?;
+        let exprs = named(&window.window_expr, input.plan.schema())?;
         let rebuilt = Window::try_new(exprs, Arc::new(input.plan)).map_err(df)?;
         let privacy = match input.privacy {
             Privacy::Private(mut lineage) => {
@@ -467,8 +470,8 @@ impl<'a> PrivacyRewrite<'a> {
         for (l, r) in &join.on {
             identifiers::check_join_key(l, left_lineage, r, right_lineage)?;
             on.push((
-                side_channels::neutralise(l.clone())?,
-                side_channels::neutralise(r.clone())?,
+                side_channels::neutralise(l.clone(), left.plan.schema())?,
+                side_channels::neutralise(r.clone(), right.plan.schema())?,
             ));
         }
         let place = join
@@ -485,7 +488,7 @@ impl<'a> PrivacyRewrite<'a> {
         let filter = join
             .filter
             .clone()
-            .map(side_channels::neutralise)
+            .map(|f| side_channels::neutralise(f, &join.schema))
             .transpose()?;
         let join_type = join.join_type;
 
@@ -677,7 +680,7 @@ impl<'a> PrivacyRewrite<'a> {
 /// Neutralises expressions that name output columns. Inside `ROLLUP`,
 /// `CUBE` and `GROUPING SETS` each expression is neutralised and keeps its
 /// own name.
-fn named(exprs: &[Expr]) -> Result<Vec<Expr>, EngineError> {
+fn named(exprs: &[Expr], schema: &datafusion::common::DFSchema) -> Result<Vec<Expr>, EngineError> {
     exprs
         .iter()
         .map(|e| match e {
@@ -686,7 +689,7 @@ fn named(exprs: &[Expr]) -> Result<Vec<Expr>, EngineError> {
                     exprs
                         .iter()
                         .map(|e| {
-                            side_channels::neutralise_named(e.clone()).map_err(EngineError::from)
+                            side_channels::neutralise_named(e.clone(), schema).map_err(EngineError::from)
                         })
                         .collect()
                 };
@@ -698,7 +701,7 @@ fn named(exprs: &[Expr]) -> Result<Vec<Expr>, EngineError> {
                     }
                 }))
             }
-            other => side_channels::neutralise_named(other.clone()).map_err(EngineError::from),
+            other => side_channels::neutralise_named(other.clone(), schema).map_err(EngineError::from),
         })
         .collect()
 }

@@ -51,6 +51,34 @@ pub const MAX_GROUPING_DIMENSIONS: usize = 16;
 /// Most grouping sets of one aggregate (a `CUBE` of 8 expressions).
 pub const MAX_GROUPING_SETS: usize = 256;
 
+/// Refuses, before anything expands them, grouping sets past the caps: a
+/// `CUBE` of `n` expressions is `2^n` sets, and each set copies every input
+/// row once more.
+pub fn check_grouping_size(group_expr: &[Expr]) -> Result<(), crate::error::EngineError> {
+    let [Expr::GroupingSet(set)] = group_expr else {
+        return Ok(());
+    };
+    let dimensions = set.distinct_expr().len();
+    let sets = match set {
+        datafusion::logical_expr::expr::GroupingSet::Rollup(exprs) => exprs.len() + 1,
+        datafusion::logical_expr::expr::GroupingSet::Cube(exprs) => {
+            1usize.checked_shl(exprs.len() as u32).unwrap_or(usize::MAX)
+        }
+        datafusion::logical_expr::expr::GroupingSet::GroupingSets(sets) => sets.len(),
+    };
+    if dimensions > MAX_GROUPING_DIMENSIONS {
+        return Err(crate::error::EngineError::Limit(format!(
+            "the grouping sets use {dimensions} distinct expressions; at most {MAX_GROUPING_DIMENSIONS} are allowed"
+        )));
+    }
+    if sets > MAX_GROUPING_SETS {
+        return Err(crate::error::EngineError::Limit(format!(
+            "the query asks for {sets} grouping sets; at most {MAX_GROUPING_SETS} are allowed"
+        )));
+    }
+    Ok(())
+}
+
 /// How one released aggregate takes part in tables with margins: which
 /// rows it aggregates (its input up to names), by what (its dimensions) and
 /// with which additive values (its measures). Aggregates of one query with
@@ -334,6 +362,51 @@ pub fn is_protected(range: (f64, f64), value: f64, protection_percent: f64) -> b
     range.0 <= value - margin + slack && range.1 >= value + margin - slack
 }
 
+/// The cheapest released cell among the relations of `cell`, or, when all
+/// their cells are hidden, among the relations of those hidden cells, one
+/// ring further at a time.
+fn nearest_released(
+    relations: &[Relation],
+    hidden: &[bool],
+    cell: usize,
+    suppressed: &[bool],
+    size: &dyn Fn(usize) -> f64,
+) -> Option<usize> {
+    let mut visited = vec![false; hidden.len()];
+    visited[cell] = true;
+    let mut ring = vec![cell];
+    while !ring.is_empty() {
+        let mut next_ring = Vec::new();
+        let mut best: Option<usize> = None;
+        for relation in relations
+            .iter()
+            .filter(|r| r.members().any(|m| ring.contains(&m)))
+        {
+            for member in relation.members() {
+                if !suppressed[member] && !hidden[member] {
+                    let better = best.is_none_or(|b| {
+                        size(member)
+                            .total_cmp(&size(b))
+                            .then(member.cmp(&b))
+                            .is_lt()
+                    });
+                    if better {
+                        best = Some(member);
+                    }
+                } else if !visited[member] {
+                    visited[member] = true;
+                    next_ring.push(member);
+                }
+            }
+        }
+        if best.is_some() {
+            return best;
+        }
+        ring = next_ring;
+    }
+    None
+}
+
 /// How many linear programs one table may cost before it is suppressed whole.
 const AUDIT_BUDGET: usize = 20_000;
 
@@ -378,6 +451,17 @@ pub fn secondary_suppression(
             .filter(|m| !suppressed[*m])
             .min_by(|a, b| size(*a).total_cmp(&size(*b)).then(a.cmp(b)))
     };
+    // The audit's targets: every primary suppression, for every measure it
+    // hides. (Secondary cells are safe cells, hidden only to protect the
+    // primary ones; an attacker may compute them.) A zero is protected by
+    // any range that holds it, so it needs no linear program.
+    let mut pending: Vec<(usize, usize)> = (0..table.measures.len())
+        .flat_map(|measure| (0..cells).map(move |cell| (measure, cell)))
+        .filter(|&(measure, cell)| {
+            (primary_cells[cell] || primary_values[measure][cell])
+                && table.measures[measure][cell].is_some_and(|v| v != 0.0)
+        })
+        .collect();
     let mut budget = AUDIT_BUDGET;
     'pattern: loop {
         if cancellation.is_cancelled() {
@@ -403,47 +487,48 @@ pub fn secondary_suppression(
                 }
             }
         }
-        // The audit: every primary suppression must be protected for every
-        // measure it hides. (Secondary cells are safe cells, hidden only to
-        // protect the primary ones; an attacker may compute them.)
-        for (measure, relations) in per_measure.iter().enumerate() {
+        // One pass over the targets still to check. Hiding more only widens
+        // the attacker's ranges, so a target found protected stays so: only
+        // those that were not are checked again, after the pass.
+        let mut unprotected = Vec::new();
+        for &(measure, cell) in &pending {
+            if cancellation.is_cancelled() {
+                return None;
+            }
+            if budget < 2 {
+                suppressed.iter_mut().for_each(|s| *s = true);
+                break 'pattern;
+            }
+            budget -= 2;
+            let relations = &per_measure[measure];
             let hidden = hidden_in(&suppressed, measure);
-            for cell in 0..cells {
-                let Some(value) = table.measures[measure][cell] else {
-                    continue;
-                };
-                if !(primary_cells[cell] || primary_values[measure][cell]) {
-                    continue;
+            let value = table.measures[measure][cell].unwrap_or(0.0);
+            let protected = attack(table, relations, &hidden, measure, cell)
+                .is_some_and(|range| is_protected(range, value, protection_percent));
+            if protected {
+                continue;
+            }
+            // Widen the range: hide the smallest released cell of the cell's
+            // relations, or, when they are all hidden already, of the
+            // relations of those hidden cells, and so on outwards.
+            match nearest_released(relations, &hidden, cell, &suppressed, &size) {
+                Some(next) => {
+                    suppressed[next] = true;
+                    unprotected.push((measure, cell));
                 }
-                if cancellation.is_cancelled() {
-                    return None;
-                }
-                if budget < 2 {
+                None => {
+                    // Nothing released is linked to the cell, yet it is not
+                    // protected: hide the whole table rather than release a
+                    // derivable cell.
                     suppressed.iter_mut().for_each(|s| *s = true);
                     break 'pattern;
                 }
-                budget -= 2;
-                let protected = attack(table, relations, &hidden, measure, cell)
-                    .is_some_and(|range| is_protected(range, value, protection_percent));
-                if protected {
-                    continue;
-                }
-                // Widen the range: hide the smallest released cell of one of
-                // the cell's relations.
-                let mut around = relations
-                    .iter()
-                    .filter(|r| r.members().any(|m| m == cell))
-                    .flat_map(Relation::members);
-                match cheapest_released(&mut around, &suppressed) {
-                    Some(next) => {
-                        suppressed[next] = true;
-                        continue 'pattern;
-                    }
-                    None => continue, // nothing left to hide around this cell
-                }
             }
         }
-        break;
+        if unprotected.is_empty() {
+            break;
+        }
+        pending = unprotected;
     }
     Some(
         (0..cells)
