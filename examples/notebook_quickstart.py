@@ -51,9 +51,9 @@ def show(title: str, table: pa.Table, rows: int = 10) -> None:
     print(f"\n## {title}")
     print(table.to_pandas().head(rows).to_string(index=False))
     print(
-        f"-> {report.get('cells_released')} cells released, {report.get('cells_suppressed')} suppressed "
-        f"(policy {report.get('policy')} {report.get('policy_version')}, {report.get('mode')} mode, "
-        f"at least {report.get('min_persons')} persons per cell)"
+        f"-> {report.get('cells_released')} cells released "
+        f"(policy {report.get('policy')} {report.get('policy_version')}, {report.get('mode')} mode): "
+        f"{report.get('suppression')}"
     )
 
 

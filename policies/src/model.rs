@@ -181,7 +181,7 @@ pub struct Role {
     pub p_percent: Option<f64>,
     /// Rounding base of released values, if any.
     pub rounding: Option<u32>,
-    /// Order statistics of sensitive columns.
+    /// Order statistics of private columns.
     pub order_statistics: OrderStatistics,
     /// Protection interval for secondary suppression, in percent.
     pub protection_percent: f64,

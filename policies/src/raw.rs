@@ -196,12 +196,16 @@ pub struct RawRole {
     /// estimate the largest one's contribution to within `p` percent.
     #[serde(default)]
     pub p_percent: Option<Located<f64>>,
-    /// Round released counts and sums to a multiple of this base (after
-    /// suppression).
+    /// Round every released value (counts, sums, averages, person counts,
+    /// order statistics) to the nearest multiple of this base, after
+    /// suppression and never before. A value that is not a number (the
+    /// `MIN` of a date or a text) cannot be rounded, so it is refused to
+    /// such a role.
     #[serde(default)]
     pub rounding: Option<Located<u32>>,
-    /// Whether `MIN`, `MAX`, `MEDIAN` and percentiles of sensitive columns are
-    /// allowed, and how many extreme persons are left out.
+    /// Whether `MIN`, `MAX`, `MEDIAN` (and `BOOL_AND`, `BOOL_OR`) of private
+    /// columns are allowed, sensitive or not, and how many extreme persons
+    /// are left out.
     #[serde(default)]
     pub order_statistics: Option<Located<RawOrderStatistics>>,
     /// Protection interval for secondary suppression, in percent of a

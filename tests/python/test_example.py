@@ -18,5 +18,5 @@ def test_notebook_quickstart_runs(server):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "## Persons by département" in out
-    assert "suppressed (policy snds" in out
+    assert "cells released (policy snds" in out
     assert "refused by rule 1 (aggregates only)" in out

@@ -53,13 +53,15 @@ impl Target {
 /// and commune.
 pub async fn pick_target(raw: &SessionContext) -> Target {
     let sql = "WITH alone AS (SELECT ben_nai_ann, ben_sex_cod, ben_res_dpt, ben_res_com FROM ir_ben_r \
-               GROUP BY 1, 2, 3, 4 HAVING count(DISTINCT ben_nir_ano) = 1) \
+               GROUP BY 1, 2, 3, 4 HAVING count(DISTINCT ben_nir_ano) = 1), \
+               illness AS (SELECT ben_nir_psa, min(med_mtf_cod) AS diagnosis FROM ir_imb_r GROUP BY 1) \
                SELECT b.ben_nir_ano, b.ben_nai_ann, b.ben_sex_cod, b.ben_res_dpt, b.ben_res_com, max(p.prs_pai_mnt) AS amount, \
-               (SELECT min(i.med_mtf_cod) FROM ir_imb_r i WHERE i.ben_nir_psa = b.ben_nir_psa) AS diagnosis, count(*) AS claims \
+               d.diagnosis, count(*) AS claims \
                FROM ir_ben_r b JOIN alone a ON b.ben_nai_ann = a.ben_nai_ann AND b.ben_sex_cod = a.ben_sex_cod \
                AND b.ben_res_dpt = a.ben_res_dpt AND b.ben_res_com = a.ben_res_com \
+               JOIN illness d ON d.ben_nir_psa = b.ben_nir_psa \
                JOIN er_prs_f p ON b.ben_nir_psa = p.ben_nir_psa \
-               WHERE b.ben_nir_psa IN (SELECT nir_ano_17 FROM t_mco_c) AND b.ben_nir_psa IN (SELECT ben_nir_psa FROM ir_imb_r) \
+               WHERE b.ben_nir_psa IN (SELECT nir_ano_17 FROM t_mco_c) \
                GROUP BY 1, 2, 3, 4, 5, 7 ORDER BY claims DESC, 1 LIMIT 1";
     let batches = run_raw(raw, sql).await;
     let batch = &batches[0];

@@ -36,7 +36,7 @@ fn ways_of_asking(t: &Target) -> Vec<String> {
         format!("SELECT stddev(CASE WHEN {f} THEN date_part('month', ben_dcd_dte) ELSE 0 END) FROM ir_ben_r"),
         format!("SELECT bool_or({f} AND ben_dcd_dte IS NOT NULL) FROM ir_ben_r"),
         format!("SELECT ben_dcd_dte IS NULL AS alive, count(*) FROM ir_ben_r WHERE {f} GROUP BY 1"),
-        format!("SELECT date_part('year', ben_dcd_dte) AS y, count(*) FROM ir_ben_r WHERE {f} OR ben_res_dpt = '{}' GROUP BY 1", t.departement),
+        format!("SELECT date_part('year', ben_dcd_dte) AS y, count(*) FROM ir_ben_r WHERE {f} GROUP BY 1"),
         // Diagnoses.
         format!("SELECT count(*) FROM {illnesses} WHERE {fb} AND i.med_mtf_cod = '{diagnosis}'"),
         format!("SELECT b.ben_sex_cod, count(*) FROM {illnesses} WHERE {fb} AND i.med_mtf_cod = '{diagnosis}' GROUP BY 1"),

@@ -85,8 +85,9 @@ async fn the_index_and_the_joins_release_the_same_cells() {
             }
         }
     }
-    // Both roles must have had real answers to compare, not only refusals.
-    assert!(answered[0] > 250, "alice answered {}", answered[0]);
+    // Both roles must have had real answers to compare, not only refusals
+    // (the grammar writes a third of its queries to be refused).
+    assert!(answered[0] > 150, "alice answered {}", answered[0]);
     assert!(answered[1] > 20, "rita answered {}", answered[1]);
 }
 

@@ -71,10 +71,13 @@ async fn a_query_streams_the_same_cells_as_the_engine_with_release_metadata() {
         metadata["seuil.cells_released"],
         local.report.cells_released.to_string()
     );
-    assert_eq!(
-        metadata["seuil.cells_suppressed"],
-        local.report.cells_suppressed.to_string()
+    // How many cells were suppressed is for the audit log only: a count
+    // would tell a cell of 0 persons from one of a few.
+    assert!(
+        metadata.keys().all(|k| !k.contains("suppressed")),
+        "{metadata:?}"
     );
+    assert!(metadata["seuil.suppression"].contains("fewer than 11 persons"));
     assert!(
         local.report.cells_suppressed > 0,
         "the test query should suppress cells"

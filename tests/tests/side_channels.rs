@@ -4,6 +4,7 @@
 //! random queries of the grammar, and queries built to fail on that one
 //! person's values.
 
+use datafusion::arrow::array::AsArray;
 use futures::TryStreamExt;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

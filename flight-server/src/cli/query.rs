@@ -71,26 +71,17 @@ pub fn format_batches(batches: &[RecordBatch], format: Format) -> anyhow::Result
     }
 }
 
-/// The release report, in one sentence.
+/// The release report, as the user may see it: how many cells were
+/// released and what the rules withhold. Counts of suppressed cells would
+/// tell a cell of 0 persons from one of a few; they go to the audit log.
 pub fn describe_report(report: &ReleaseReport) -> String {
-    let reasons: Vec<String> = report
-        .suppressed_by_reason
-        .iter()
-        .map(|(reason, n)| format!("{n} for {}", reason.as_str()))
-        .collect();
     format!(
-        "{} cells released, {} suppressed{} (policy {} {}, {} mode, at least {} persons per cell)",
+        "{} cells released (policy {} {}, {} mode): {}",
         report.cells_released,
-        report.cells_suppressed,
-        if reasons.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", reasons.join(", "))
-        },
         report.policy,
         report.policy_version,
         report.mode,
-        report.min_persons
+        report.withheld()
     )
 }
 
