@@ -57,6 +57,7 @@ pub mod catalog;
 pub mod cells;
 pub mod error;
 mod explain;
+pub mod limits;
 pub mod person_index;
 mod query;
 pub mod release;
@@ -118,6 +119,11 @@ pub struct EngineOptions {
     pub max_sql_bytes: usize,
     /// Deepest nesting of the SQL accepted (parser recursion).
     pub max_nesting: usize,
+    /// The size of a query accepted, checked before planning.
+    pub limits: limits::QueryLimits,
+    /// Most cells one released aggregate may have (they are held in memory
+    /// for the release step).
+    pub max_cells: usize,
     /// Where the person index is kept ([`person_index`]).
     pub person_index: PersonIndexSetting,
 }
@@ -129,6 +135,8 @@ impl Default for EngineOptions {
             target_partitions: None,
             max_sql_bytes: 100_000,
             max_nesting: 64,
+            limits: limits::QueryLimits::default(),
+            max_cells: 1_000_000,
             person_index: PersonIndexSetting::default(),
         }
     }
@@ -373,7 +381,7 @@ impl Engine {
     ) -> Result<(&Role, &RoleRuntime, rewrite::RewrittenQuery), EngineError> {
         let (role, runtime) = self.role(user)?;
         let plan =
-            query::plan_user_query(&runtime.ctx, sql, self.inner.options.max_sql_bytes, params)
+            query::plan_user_query(&runtime.ctx, sql, &self.inner.options, params)
                 .await?;
         let rewritten = rewrite::PrivacyRewrite::new(
             &self.inner.policy,
@@ -392,7 +400,7 @@ impl Engine {
     pub async fn prepare(&self, user: &User, sql: &str) -> Result<PreparedQuery, EngineError> {
         let (role, runtime) = self.role(user)?;
         let plan =
-            query::plan_statement(&runtime.ctx, sql, self.inner.options.max_sql_bytes).await?;
+            query::plan_statement(&runtime.ctx, sql, &self.inner.options).await?;
         let fields = query::parameter_fields(&plan)?;
         // Typed NULLs stand for the parameters while the rewrite checks the query.
         let placeholders: Vec<ScalarValue> = fields
@@ -452,11 +460,13 @@ impl Engine {
         let mut report = ReleaseReport::new(&self.inner.policy, role);
         let groups = release::release_groups(&rewritten.releases)?;
         let cancellation = release::Cancellation::default();
+        let _cancel_on_drop = release::CancelOnDrop(cancellation.clone());
         let mut computed: Vec<Option<release::ComputedCells>> =
             rewritten.releases.iter().map(|_| None).collect();
         for (i, step) in rewritten.releases.iter().enumerate() {
             let computing = Instant::now();
-            let cells = query::collect(&runtime.ctx, step.cells.clone()).await?;
+            let cells =
+                query::collect(&runtime.ctx, step.cells.clone(), self.inner.options.max_cells).await?;
             timings.computing_cells += computing.elapsed();
             let releasing = Instant::now();
             computed[i] = Some(release::primary(step, cells, role)?);
@@ -474,8 +484,24 @@ impl Engine {
                             .ok_or_else(|| EngineError::internal("cells released twice"))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                timings.secondary_suppression +=
-                    release::release(&steps, cells, role, &mut report, &cancellation)?;
+                // The attacker's linear programs are CPU work that may be
+                // long: they run off the async threads, and stop when the
+                // query is dropped (timeout, client gone).
+                let steps: Vec<ReleaseStep> = steps.into_iter().cloned().collect();
+                let owned_role = role.clone();
+                let cancel = cancellation.clone();
+                let mut owned_report =
+                    std::mem::replace(&mut report, ReleaseReport::new(&self.inner.policy, role));
+                let (released, returned) = tokio::task::spawn_blocking(move || {
+                    let steps: Vec<&ReleaseStep> = steps.iter().collect();
+                    let released =
+                        release::release(&steps, cells, &owned_role, &mut owned_report, &cancel);
+                    (released, owned_report)
+                })
+                .await
+                .map_err(|_| EngineError::internal("the release step stopped"))?;
+                report = returned;
+                timings.secondary_suppression += released?;
             }
             timings.release_rules += releasing.elapsed();
         }

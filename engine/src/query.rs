@@ -20,7 +20,9 @@ use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::parser::ParserError;
 
 use crate::error::EngineError;
+use crate::limits;
 use crate::rules::read_only;
+use crate::EngineOptions;
 
 /// Maps a DataFusion error met while parsing or planning. Planning reads no
 /// data, so its messages hold the query's own words and names of the role's
@@ -89,10 +91,10 @@ fn strip_error_prefixes(message: &str) -> String {
 pub(crate) async fn plan_user_query(
     ctx: &SessionContext,
     sql: &str,
-    max_sql_bytes: usize,
+    options: &EngineOptions,
     params: &[ScalarValue],
 ) -> Result<LogicalPlan, EngineError> {
-    let plan = plan_statement(ctx, sql, max_sql_bytes).await?;
+    let plan = plan_statement(ctx, sql, options).await?;
     let plan = if params.is_empty() {
         plan
     } else {
@@ -100,12 +102,6 @@ pub(crate) async fn plan_user_query(
             .map_err(planning_error)?
     };
     let state = ctx.state();
-    if sql.len() > max_sql_bytes {
-        return Err(EngineError::Limit(format!(
-            "the query is {} bytes long; the limit is {max_sql_bytes}",
-            sql.len()
-        )));
-    }
     let analyzed = state
         .analyzer()
         .execute_and_check(plan, state.config_options(), |_, _| {})
@@ -125,22 +121,26 @@ pub(crate) async fn plan_user_query(
 }
 
 /// Parses and plans one query statement, refusing every other statement.
+/// The query's size is checked before each step that grows with it.
 pub(crate) async fn plan_statement(
     ctx: &SessionContext,
     sql: &str,
-    max_sql_bytes: usize,
+    options: &EngineOptions,
 ) -> Result<LogicalPlan, EngineError> {
-    if sql.len() > max_sql_bytes {
+    if sql.len() > options.max_sql_bytes {
         return Err(EngineError::Limit(format!(
-            "the query is {} bytes long; the limit is {max_sql_bytes}",
-            sql.len()
+            "the query is {} bytes long; the limit is {}",
+            sql.len(),
+            options.max_sql_bytes
         )));
     }
+    limits::check_text(sql, &options.limits)?;
     let state = ctx.state();
     let statement = state
         .sql_to_statement(sql, &Dialect::Generic)
         .map_err(planning_error)?;
     read_only::check_statement(&statement)?;
+    limits::check_statement(&statement, &options.limits)?;
     state
         .statement_to_plan(statement)
         .await
@@ -165,17 +165,33 @@ pub(crate) fn parameter_fields(
     Ok(fields)
 }
 
-/// Runs a plan and collects its (small) result: the cells of one released
-/// aggregate.
+/// Runs a plan and collects its result, the cells of one released
+/// aggregate: at most `max_cells` of them, which the release step holds in
+/// memory outside the query pool.
 pub(crate) async fn collect(
     ctx: &SessionContext,
     plan: LogicalPlan,
+    max_cells: usize,
 ) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>, EngineError> {
+    use futures::StreamExt;
     let frame = ctx
         .execute_logical_plan(plan)
         .await
         .map_err(planning_error)?;
-    frame.collect().await.map_err(execution_error)
+    let mut stream = frame.execute_stream().await.map_err(execution_error)?;
+    let mut batches = Vec::new();
+    let mut cells = 0usize;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(execution_error)?;
+        cells += batch.num_rows();
+        if cells > max_cells {
+            return Err(EngineError::Limit(format!(
+                "a released aggregate of the query has more than {max_cells} cells; group by fewer or coarser columns"
+            )));
+        }
+        batches.push(batch);
+    }
+    Ok(batches)
 }
 
 /// Runs a plan as a stream.

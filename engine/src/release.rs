@@ -218,6 +218,18 @@ impl Cancellation {
     }
 }
 
+/// Cancels its [`Cancellation`] when dropped: held by a query's future, so
+/// that the release work of a query dropped midway (timeout, client gone)
+/// stops too.
+#[derive(Debug)]
+pub struct CancelOnDrop(pub Cancellation);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 /// The computed cells of one released aggregate and what the release rules
 /// decided about them.
 #[derive(Debug)]
@@ -386,8 +398,18 @@ fn joint_table(steps: &[&ReleaseStep], computed: &[ComputedCells]) -> Result<Joi
         }
     }
     let dimensions = dimension_names.len();
-    if dimensions > 63 {
-        return Err(execution("too many grouping dimensions"));
+    if dimensions > crate::rules::margins::MAX_GROUPING_DIMENSIONS {
+        return Err(EngineError::Limit(format!(
+            "a table with margins of {dimensions} dimensions cannot be protected; at most {} are allowed",
+            crate::rules::margins::MAX_GROUPING_DIMENSIONS
+        )));
+    }
+    let rows: usize = computed.iter().map(|c| c.cells.num_rows()).sum();
+    if rows > crate::rules::margins::MAX_MARGIN_CELLS {
+        return Err(EngineError::Limit(format!(
+            "a table with margins of more than {} cells cannot be protected; group by fewer or coarser columns, or drop the totals",
+            crate::rules::margins::MAX_MARGIN_CELLS
+        )));
     }
     let mut index: HashMap<(u64, Vec<ScalarValue>), usize> = HashMap::new();
     let mut table = MarginTable {
@@ -404,8 +426,13 @@ fn joint_table(steps: &[&ReleaseStep], computed: &[ComputedCells]) -> Result<Joi
             .margins
             .dimensions
             .iter()
-            .map(|d| dimension_names.iter().position(|n| n == d).unwrap_or(0))
-            .collect();
+            .map(|d| {
+                dimension_names
+                    .iter()
+                    .position(|n| n == d)
+                    .ok_or_else(|| execution("a dimension is missing from its table"))
+            })
+            .collect::<Result<_, _>>()?;
         let own_masks: Vec<u64> = match step.layout.grouping {
             Some((own_dimensions, gid_column)) => {
                 let gid = cast(cells.column(gid_column), &DataType::UInt64).map_err(execution)?;
@@ -426,7 +453,10 @@ fn joint_table(steps: &[&ReleaseStep], computed: &[ComputedCells]) -> Result<Joi
             .map(|(position, name)| match name {
                 Some(name) => {
                     let column = as_f64(cells.column(step.layout.group_columns + position))?;
-                    let joint = measure_names.iter().position(|n| n == name).unwrap_or(0);
+                    let joint = measure_names
+                        .iter()
+                        .position(|n| n == name)
+                        .ok_or_else(|| execution("a measure is missing from its table"))?;
                     Ok(Some((joint, column)))
                 }
                 None => Ok(None),

@@ -48,9 +48,17 @@ pub struct ServerSection {
     /// Policy file; the shipped SNDS policy when omitted.
     #[serde(default)]
     pub policy: Option<PathBuf>,
-    /// Append-only, hash-chained audit log.
-    #[serde(default = "default_audit_log")]
-    pub audit_log: PathBuf,
+    /// Append-only, keyed, hash-chained audit log; `audit.jsonl` in the
+    /// data folder when omitted, so that the server and `seuil query` on the
+    /// same data write the same log.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+    /// The key of the audit log's chain: a file apart from the log, readable
+    /// by the server's user only, created when missing.
+    /// `$XDG_CONFIG_HOME/seuil/audit.key` (or `~/.config/seuil/audit.key`)
+    /// when omitted.
+    #[serde(default)]
+    pub audit_key_file: Option<PathBuf>,
     /// When the data folder is empty, generate the synthetic SNDS with this
     /// many persons (the demo). `0` disables generation.
     #[serde(default = "default_demo_persons")]
@@ -66,6 +74,26 @@ pub struct ServerSection {
 }
 
 impl ServerSection {
+    /// The audit log: the configured one, or `audit.jsonl` in the data folder.
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.audit_log
+            .clone()
+            .unwrap_or_else(|| self.data.join("audit.jsonl"))
+    }
+
+    /// The audit key file: the configured one, or `seuil/audit.key` in the
+    /// user's configuration folder (next to the log when there is none).
+    pub fn audit_key_path(&self) -> PathBuf {
+        if let Some(path) = &self.audit_key_file {
+            return path.clone();
+        }
+        default_audit_key_path().unwrap_or_else(|| {
+            let mut name = self.audit_log_path().into_os_string();
+            name.push(".key");
+            PathBuf::from(name)
+        })
+    }
+
     /// The person index setting of the engine.
     pub fn person_index_setting(&self) -> PersonIndexSetting {
         match &self.person_index {
@@ -76,14 +104,20 @@ impl ServerSection {
     }
 }
 
+/// `$XDG_CONFIG_HOME/seuil/audit.key`, else `~/.config/seuil/audit.key`.
+pub fn default_audit_key_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+    Some(base.join("seuil").join("audit.key"))
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 50051))
 }
 fn default_data() -> PathBuf {
     PathBuf::from("data/demo")
-}
-fn default_audit_log() -> PathBuf {
-    PathBuf::from("data/audit.jsonl")
 }
 fn default_demo_persons() -> u64 {
     100_000
@@ -98,7 +132,8 @@ impl Default for ServerSection {
             listen: default_listen(),
             data: default_data(),
             policy: None,
-            audit_log: default_audit_log(),
+            audit_log: None,
+            audit_key_file: None,
             demo_persons: default_demo_persons(),
             token_lifetime_seconds: default_token_seconds(),
             person_index: None,
@@ -125,6 +160,19 @@ pub struct Limits {
     /// Deepest SQL nesting.
     #[serde(default = "default_nesting")]
     pub max_nesting: usize,
+    /// Queries running at once, over all users.
+    #[serde(default = "default_total")]
+    pub max_concurrent_queries: usize,
+    /// Queries of one user waiting for a slot beyond those running; the
+    /// next one is refused.
+    #[serde(default = "default_queued")]
+    pub max_queued_queries_per_user: usize,
+    /// Longest a query waits for a slot before it is refused.
+    #[serde(default = "default_queue_wait")]
+    pub queue_wait_seconds: u64,
+    /// Threads that check passwords (each holds its argon2 memory).
+    #[serde(default = "default_login_threads")]
+    pub login_threads: usize,
 }
 
 fn default_timeout() -> u64 {
@@ -142,6 +190,18 @@ fn default_sql_bytes() -> usize {
 fn default_nesting() -> usize {
     64
 }
+fn default_total() -> usize {
+    8
+}
+fn default_queued() -> usize {
+    32
+}
+fn default_queue_wait() -> u64 {
+    60
+}
+fn default_login_threads() -> usize {
+    2
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -151,6 +211,10 @@ impl Default for Limits {
             max_concurrent_queries_per_user: default_concurrent(),
             max_sql_bytes: default_sql_bytes(),
             max_nesting: default_nesting(),
+            max_concurrent_queries: default_total(),
+            max_queued_queries_per_user: default_queued(),
+            queue_wait_seconds: default_queue_wait(),
+            login_threads: default_login_threads(),
         }
     }
 }

@@ -44,10 +44,16 @@ enum AuditCommand {
     Verify {
         /// The audit log (JSON lines).
         file: PathBuf,
-        /// The last hash, kept elsewhere (the server logs it): also detects
-        /// lines removed from the end.
+        /// The key file of the log's chain (default: `~/.config/seuil/audit.key`).
+        #[arg(long, env = "SEUIL_AUDIT_KEY_FILE")]
+        key_file: Option<PathBuf>,
+        /// A head (last hash) kept elsewhere, which the chain must reach:
+        /// detects lines removed from the end.
         #[arg(long)]
         head: Option<String>,
+        /// A file holding such a head (default: FILE.head, when it exists).
+        #[arg(long, conflicts_with = "head")]
+        head_file: Option<PathBuf>,
     },
 }
 
@@ -67,16 +73,44 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logs();
             serve::run(&args).await
         }
-        Command::Audit(AuditCommand::Verify { file, head }) => {
-            match audit::verify_file(&file, head.as_deref())? {
+        Command::Audit(AuditCommand::Verify {
+            file,
+            key_file,
+            head,
+            head_file,
+        }) => {
+            let key_path = key_file
+                .or_else(seuil_flight_server::config::default_audit_key_path)
+                .ok_or_else(|| anyhow::anyhow!("no audit key file: pass --key-file"))?;
+            let key = audit::AuditKey::load(&key_path)?;
+            let head_file = head_file.or_else(|| {
+                let default = audit::AuditLog::head_path(&file);
+                default.exists().then_some(default)
+            });
+            let head = match (head, &head_file) {
+                (Some(head), _) => Some(head),
+                (None, Some(path)) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                (None, None) => None,
+            };
+            match audit::verify_file(&file, &key, head.as_deref())? {
                 Ok(verified) => {
                     let noun = if verified.entries == 1 {
                         "entry"
                     } else {
                         "entries"
                     };
+                    let reached = if head.is_some() {
+                        ", reaches the head kept apart"
+                    } else {
+                        ""
+                    };
                     println!(
-                        "{} {noun}, chain intact (last hash {})",
+                        "{} {noun}, chain intact{reached} (last hash {})",
                         verified.entries, verified.head
                     );
                     Ok(ExitCode::SUCCESS)
@@ -119,10 +153,22 @@ fn init_logs() {
         .init();
 }
 
+/// The stack of every thread that plans or runs a query. Planning and
+/// DataFusion's passes recurse over the plan; the engine's limits keep plans
+/// small, and this leaves room to spare at those limits (the memory is only
+/// reserved, not used, until a deep plan needs it).
+const THREAD_STACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// Threads for blocking work (audit writes, release rules); beyond, such
+/// work waits.
+const MAX_BLOCKING_THREADS: usize = 64;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(THREAD_STACK_BYTES)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
     {
         Ok(runtime) => runtime,

@@ -59,6 +59,7 @@ fn config_file(fixture: &Fixture) -> std::path::PathBuf {
 listen = "127.0.0.1:0"
 data = "{data}"
 audit_log = "{audit}"
+audit_key_file = "{key}"
 demo_persons = 0
 
 [limits]
@@ -70,16 +71,19 @@ password_hash = "{alice}"
 "#,
         data = fixture.data.path().display(),
         audit = fixture.audit_log().display(),
+        key = fixture.audit_key().display(),
     );
     let path = fixture.dir.path().join("seuil.toml");
     std::fs::write(&path, text).expect("writing the configuration");
     path
 }
 
-fn audit_verify(log: &Path) -> std::process::Output {
+fn audit_verify(log: &Path, key: &Path) -> std::process::Output {
     Command::new(seuil_binary())
         .args(["audit", "verify"])
         .arg(log)
+        .arg("--key-file")
+        .arg(key)
         .output()
         .expect("running seuil audit verify")
 }
@@ -104,16 +108,20 @@ async fn the_binary_serves_queries_and_its_audit_log_verifies() {
     assert_eq!(code(&refused), tonic::Code::PermissionDenied);
     drop(server);
 
-    let intact = audit_verify(&fixture.audit_log());
+    let intact = audit_verify(&fixture.audit_log(), &fixture.audit_key());
     let stdout = String::from_utf8_lossy(&intact.stdout);
     assert!(intact.status.success(), "{stdout}");
-    assert!(stdout.starts_with("2 entries, chain intact"), "{stdout}");
+    // The query ran (started, ended); the refused one was refused when checked.
+    assert!(
+        stdout.starts_with("3 entries, chain intact, reaches the head kept apart"),
+        "{stdout}"
+    );
 
     // Swap the two lines: the first line no longer chains to zeros.
     let text = std::fs::read_to_string(fixture.audit_log()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     std::fs::write(fixture.audit_log(), format!("{}\n{}\n", lines[1], lines[0])).unwrap();
-    let broken = audit_verify(&fixture.audit_log());
+    let broken = audit_verify(&fixture.audit_log(), &fixture.audit_key());
     assert!(!broken.status.success());
     let stderr = String::from_utf8_lossy(&broken.stderr);
     assert!(stderr.contains(":line 1:"), "{stderr}");

@@ -287,6 +287,8 @@ async fn until_a_slot_is_free(
 async fn concurrent_queries_are_capped_per_user_and_a_dropped_stream_frees_its_slot() {
     let mut fixture = Fixture::new();
     fixture.config.limits.max_concurrent_queries_per_user = 1;
+    // No queue: a query beyond the slot is refused at once.
+    fixture.config.limits.max_queued_queries_per_user = 0;
     let server = fixture.start().await;
     let mut client = login(channel(&server).await, "alice").await;
 
@@ -507,8 +509,16 @@ async fn every_query_is_audited_in_a_verified_chain() {
     server.shutdown().await.unwrap();
 
     let lines = audit_lines(&fixture.audit_log());
-    assert_eq!(lines.len(), 3);
-    let ok = &lines[0];
+    assert_eq!(lines.len(), 4);
+    // A query that runs has two lines: when it starts, before the engine
+    // runs it, and when it ends.
+    let started = &lines[0];
+    assert_eq!(started["outcome"], "started");
+    assert_eq!(started["sql"], BY_DEPARTEMENT);
+    assert_eq!(started["prev"], audit::GENESIS);
+    let ok = &lines[1];
+    assert_eq!(ok["query_id"], started["query_id"]);
+    assert_eq!(ok["query_id"].as_str().unwrap().len(), 32);
     assert_eq!(ok["user"], "alice");
     assert_eq!(ok["role"], "researcher");
     assert_eq!(ok["sql"], BY_DEPARTEMENT);
@@ -517,26 +527,30 @@ async fn every_query_is_audited_in_a_verified_chain() {
     assert!(ok["cells_released"].as_u64().unwrap() > 0);
     assert!(ok["suppressed"]["persons"].as_u64().unwrap() > 0);
     assert!(ok["time"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(ok["prev"], audit::GENESIS);
-    let refused = &lines[1];
+    assert_eq!(ok["prev"], started["hash"]);
+    // Queries refused when checked never start.
+    let refused = &lines[2];
     assert_eq!(refused["outcome"], "refused");
     assert_eq!(refused["rule"], "aggregates_only");
     assert_eq!(refused["prev"], ok["hash"]);
-    assert_eq!(lines[2]["outcome"], "error");
-    assert_eq!(lines[2]["error"], "invalid_query");
+    assert_eq!(lines[3]["outcome"], "error");
+    assert_eq!(lines[3]["error"], "invalid_query");
 
-    let verified = audit::verify_file(&fixture.audit_log(), None)
+    let key = audit::AuditKey::load(&fixture.audit_key()).unwrap();
+    let verified = audit::verify_file(&fixture.audit_log(), &key, None)
         .unwrap()
         .unwrap();
-    assert_eq!(verified.entries, 3);
+    assert_eq!(verified.entries, 4);
+    let kept = std::fs::read_to_string(audit::AuditLog::head_path(&fixture.audit_log())).unwrap();
+    assert_eq!(kept.trim(), verified.head);
 
     // A restarted server continues the chain.
     let server = fixture.start().await;
     let mut client = login(channel(&server).await, "alice").await;
     query(&mut client, BY_DEPARTEMENT).await.unwrap();
     server.shutdown().await.unwrap();
-    let verified = audit::verify_file(&fixture.audit_log(), None)
+    let verified = audit::verify_file(&fixture.audit_log(), &key, Some(kept.trim()))
         .unwrap()
         .unwrap();
-    assert_eq!(verified.entries, 4);
+    assert_eq!(verified.entries, 6);
 }

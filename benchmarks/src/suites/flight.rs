@@ -157,7 +157,8 @@ async fn start_server(
     let mut config = ServerConfig::load(None)?;
     config.server.listen = "127.0.0.1:0".parse()?;
     config.server.data = args.data.clone();
-    config.server.audit_log = audit.join("audit.jsonl");
+    config.server.audit_log = Some(audit.join("audit.jsonl"));
+    config.server.audit_key_file = Some(audit.join("audit.key"));
     config.server.demo_persons = 0;
     config.limits.max_concurrent_queries_per_user = 64;
     Server::new(engine.clone(), config).start().await

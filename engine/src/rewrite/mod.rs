@@ -82,7 +82,13 @@ pub struct PrivacyRewrite<'a> {
     releases: Vec<ReleaseStep>,
     notes: BTreeSet<String>,
     person_columns: usize,
+    depth: usize,
 }
+
+/// The deepest plan the rewrite walks. The query's size limits
+/// ([`crate::limits`]) keep real plans far below it; this bounds the
+/// walker's own recursion whatever reaches it.
+const MAX_PLAN_DEPTH: usize = 2_000;
 
 impl<'a> PrivacyRewrite<'a> {
     /// A name for a new person column, unique in the plan, so that two
@@ -107,6 +113,7 @@ impl<'a> PrivacyRewrite<'a> {
             releases: Vec::new(),
             notes: BTreeSet::new(),
             person_columns: 0,
+            depth: 0,
         }
     }
 
@@ -127,6 +134,18 @@ impl<'a> PrivacyRewrite<'a> {
     }
 
     fn rewrite(&mut self, plan: &LogicalPlan) -> Result<Node, EngineError> {
+        self.depth += 1;
+        if self.depth > MAX_PLAN_DEPTH {
+            return Err(EngineError::Limit(
+                "the query's plan is nested too deeply".to_string(),
+            ));
+        }
+        let node = self.rewrite_node(plan);
+        self.depth -= 1;
+        node
+    }
+
+    fn rewrite_node(&mut self, plan: &LogicalPlan) -> Result<Node, EngineError> {
         match plan {
             LogicalPlan::TableScan(scan) => {
                 if scan.table_name.schema() == Some("information_schema") {

@@ -51,6 +51,10 @@ pub const MAX_GROUPING_DIMENSIONS: usize = 16;
 /// Most grouping sets of one aggregate (a `CUBE` of 8 expressions).
 pub const MAX_GROUPING_SETS: usize = 256;
 
+/// Most cells of one table with margins: the attacker's linear programs
+/// grow with them.
+pub const MAX_MARGIN_CELLS: usize = 50_000;
+
 /// Refuses, before anything expands them, grouping sets past the caps: a
 /// `CUBE` of `n` expressions is `2^n` sets, and each set copies every input
 /// row once more.

@@ -7,6 +7,7 @@ use seuil_engine::{Engine, EngineOptions, IndexOpening};
 use seuil_policies::PolicySource;
 
 use crate::config::ServerConfig;
+use crate::server::audit::{AuditKey, AuditLog};
 
 /// Seed of the demo data, so that every demo shows the same numbers.
 pub const DEMO_SEED: u64 = 2026;
@@ -23,6 +24,14 @@ pub struct DataArgs {
     /// Server configuration file (default: the embedded demo configuration).
     #[arg(long, env = "SEUIL_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Audit log (default: the configuration's, `audit.jsonl` in the data
+    /// folder).
+    #[arg(long, env = "SEUIL_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+    /// Key file of the audit log's chain (default: the configuration's,
+    /// `~/.config/seuil/audit.key`).
+    #[arg(long, env = "SEUIL_AUDIT_KEY_FILE")]
+    pub audit_key_file: Option<PathBuf>,
 }
 
 impl DataArgs {
@@ -34,6 +43,12 @@ impl DataArgs {
         }
         if let Some(policy) = &self.policy {
             config.server.policy = Some(policy.clone());
+        }
+        if let Some(log) = &self.audit_log {
+            config.server.audit_log = Some(log.clone());
+        }
+        if let Some(key) = &self.audit_key_file {
+            config.server.audit_key_file = Some(key.clone());
         }
         Ok(config)
     }
@@ -84,6 +99,12 @@ pub fn ensure_demo_data(config: &ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the configured audit log, creating its key when there is none.
+pub fn open_audit_log(config: &ServerConfig) -> anyhow::Result<AuditLog> {
+    let key = AuditKey::load_or_create(&config.server.audit_key_path())?;
+    Ok(AuditLog::open(&config.server.audit_log_path(), key)?)
+}
+
 /// Opens the engine on the configured data and policy, printing the policy's
 /// warnings.
 pub async fn open_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
@@ -95,6 +116,7 @@ pub async fn open_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
         max_sql_bytes: config.limits.max_sql_bytes,
         max_nesting: config.limits.max_nesting,
         person_index: config.server.person_index_setting(),
+        ..EngineOptions::default()
     };
     let (engine, warnings) = Engine::open_files(&source, &config.server.data, options).await?;
     if let Some(IndexOpening::Built(took)) = engine.data().person_index().map(|i| i.opening()) {

@@ -1,22 +1,31 @@
 //! The audit log (DESIGN.md §2, rule 9): every query, accepted or refused,
-//! becomes one JSON line, appended and synced to disk before any of its
-//! result leaves the server.
+//! becomes JSON lines, appended and synced to disk: one when the query is
+//! accepted for execution, before anything runs (so that a crash leaves
+//! it), and one when it ends (released, refused, failed or timed out), before
+//! any of its result leaves the server. The two share a `query_id`.
 //!
-//! Lines are hash-chained so that tampering shows. Each line holds `prev`,
-//! the `hash` of the line before it (64 zeros for the first line), and ends
-//! with its own `hash`: the SHA-256 of the line's text without the `hash`
-//! field, that is of its exact bytes up to `,"hash":` with the closing brace
-//! put back. Hashing the bytes as written, rather than a re-serialization,
-//! means that any change to a line, down to one space, shows. Editing a line
-//! breaks its own hash; removing, inserting or reordering lines breaks the
-//! `prev` of the line that follows; removing lines from the start breaks the
-//! first line's `prev`. Removing whole lines from the end leaves a shorter
-//! valid chain, so [`verify`] can compare the last hash with one kept
-//! elsewhere (the server logs it when it starts and stops).
+//! Lines are chained so that tampering shows, and the chain is keyed: each
+//! line holds `prev`, the `hash` of the line before it (64 zeros for the
+//! first line), and ends with its own `hash`: the HMAC-SHA256, under a key
+//! kept apart from the log ([`AuditKey`]), of the line's text without the
+//! `hash` field, that is of its exact bytes up to `,"hash":` with the closing
+//! brace put back. Hashing the bytes as written means that any change to a
+//! line, down to one space, shows; keying the hash means that someone who
+//! can edit the log but not read the key cannot delete lines and compute
+//! the chain again. Removing, inserting or reordering lines breaks the
+//! `prev` of the line that follows. Removing whole lines from the end
+//! leaves a shorter valid chain, so the log's head (last hash) is also
+//! written to a second file after every line ([`AuditLog::head_path`]) and
+//! logged at intervals, and [`verify`] checks that the chain still reaches
+//! a head kept elsewhere.
 //!
-//! This module knows nothing of Flight or of the engine: the server builds an
-//! [`AuditRecord`] from each outcome, and `seuil audit verify` calls
-//! [`verify_file`].
+//! Several processes may append to one log (the server and `seuil query`):
+//! each append takes an exclusive lock on the file and continues the chain
+//! from its last line on disk.
+//!
+//! This module knows nothing of Flight or of the engine: the server and the
+//! CLI build an [`AuditRecord`] from each outcome, and `seuil audit verify`
+//! calls [`verify_file`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,29 +34,40 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// Lines between two records of the head in the server's log.
+const HEAD_LOG_INTERVAL: u64 = 1_000;
+
 /// What became of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    /// Checked, run, and its released cells sent.
+    /// Accepted for execution; the line of its end follows.
+    Started,
+    /// Run, and its released cells sent.
     Ok,
     /// Refused by a rule of the policy (`rule` says which).
     Refused,
-    /// Failed for another reason (`error` says which kind).
+    /// Failed for another reason (`error` says which kind), a limit or a
+    /// timeout among them.
     Error,
 }
 
-/// One query as the server reports it: everything in a line but the chain.
+/// One event of a query as the server reports it: everything in a line but
+/// the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// When, in RFC 3339 UTC.
     pub time: String,
+    /// The query's identifier, shared by its lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_id: Option<String>,
     /// Who.
     pub user: String,
     /// Under which role.
@@ -65,6 +85,9 @@ pub struct AuditRecord {
     pub cells_suppressed: u64,
     /// Suppressed cells by reason.
     pub suppressed: BTreeMap<String, u64>,
+    /// Values of released cells suppressed for too few contributors.
+    #[serde(default)]
+    pub values_suppressed: u64,
     /// What became of the query.
     pub outcome: Outcome,
     /// The rule that refused the query (its stable code).
@@ -83,6 +106,7 @@ impl AuditRecord {
     pub fn new(user: &str, role: &str, sql: &str, outcome: Outcome) -> Self {
         Self {
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            query_id: None,
             user: user.to_string(),
             role: role.to_string(),
             sql: sql.to_string(),
@@ -91,17 +115,100 @@ impl AuditRecord {
             cells_released: 0,
             cells_suppressed: 0,
             suppressed: BTreeMap::new(),
+            values_suppressed: 0,
             outcome,
             rule: None,
             error: None,
             message: None,
         }
     }
+
+    /// The same query, for its next line, stamped now.
+    pub fn next(&self, outcome: Outcome) -> Self {
+        let mut next = Self::new(&self.user, &self.role, &self.sql, outcome);
+        next.query_id = self.query_id.clone();
+        next.params = self.params.clone();
+        next
+    }
+}
+
+/// A new query identifier: 128 random bits, in hex.
+pub fn new_query_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 /// The SHA-256 of a text, in hex.
 pub fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The key of the chain: 256 bits, kept in a file apart from the log,
+/// readable by the server's user only.
+#[derive(Clone)]
+pub struct AuditKey([u8; 32]);
+
+impl fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+impl AuditKey {
+    /// A key from its bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Reads the key in `path` (64 hex digits).
+    pub fn load(path: &Path) -> Result<Self, AuditError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AuditError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let bytes = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| AuditError::BadKey(path.display().to_string()))?;
+        Ok(Self(bytes))
+    }
+
+    /// Reads the key in `path`, or creates it there (a random key, in a
+    /// file of mode 0600) when there is none yet.
+    pub fn load_or_create(path: &Path) -> Result<Self, AuditError> {
+        if path.exists() {
+            return Self::load(path);
+        }
+        let io = |source| AuditError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let key: [u8; 32] = rand::random();
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(path) {
+            Ok(mut file) => {
+                file.write_all(format!("{}\n", hex::encode(key)).as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .map_err(io)?;
+                Ok(Self(key))
+            }
+            // Another process created it first: use theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load(path),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    fn mac(&self, content: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .expect("HMAC takes keys of any length");
+        mac.update(content.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
 }
 
 /// A record with its place in the chain: one line of the log. Unknown
@@ -116,7 +223,7 @@ struct Line {
 }
 
 /// The text of a line (with its newline) chained after `prev`, and its hash.
-fn seal(record: AuditRecord, prev: &str) -> Result<(String, String), AuditError> {
+fn seal(record: AuditRecord, prev: &str, key: &AuditKey) -> Result<(String, String), AuditError> {
     let unsealed = Line {
         record,
         prev: prev.to_string(),
@@ -124,7 +231,7 @@ fn seal(record: AuditRecord, prev: &str) -> Result<(String, String), AuditError>
     };
     let content =
         serde_json::to_string(&unsealed).map_err(|e| AuditError::Encode(e.to_string()))?;
-    let hash = sha256_hex(&content);
+    let hash = key.mac(&content);
     // `content` ends with the closing brace of the object: the hash goes
     // just before it, so that the line minus the hash is `content` again.
     let body = content.strip_suffix('}').unwrap_or(&content);
@@ -152,8 +259,11 @@ pub enum AuditError {
         /// The failure.
         source: std::io::Error,
     },
-    /// The existing log ends with a line that is not a sealed entry, so the
-    /// chain cannot be continued.
+    /// The key file does not hold a key.
+    #[error("the audit key file {0} does not hold 64 hex digits")]
+    BadKey(String),
+    /// The existing log ends with a line that is not a sealed entry under
+    /// the key, so the chain cannot be continued.
     #[error(
         "audit log {path} ends with a damaged line ({problem}); check it with `seuil audit verify {path}` and move it aside"
     )]
@@ -178,12 +288,14 @@ pub enum AuditError {
 struct Writer {
     file: File,
     path: PathBuf,
-    last_hash: String,
+    key: AuditKey,
     poisoned: bool,
+    appended: u64,
 }
 
-/// The append-only, hash-chained audit log. Cheap to clone; appends are
-/// serialized so that each line chains to the one before it.
+/// The append-only, keyed, hash-chained audit log. Cheap to clone; appends
+/// are serialized (between threads, and between processes by a file lock)
+/// so that each line chains to the one before it.
 #[derive(Clone)]
 pub struct AuditLog {
     writer: Arc<Mutex<Writer>>,
@@ -196,9 +308,9 @@ impl fmt::Debug for AuditLog {
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log at `path`, continuing the chain from its
-    /// last line.
-    pub fn open(path: &Path) -> Result<Self, AuditError> {
+    /// Opens (or creates) the log at `path`, chained under `key`; refuses a
+    /// log whose last line is damaged or sealed under another key.
+    pub fn open(path: &Path, key: AuditKey) -> Result<Self, AuditError> {
         let io = |source| AuditError::Io {
             path: path.to_path_buf(),
             source,
@@ -212,23 +324,32 @@ impl AuditLog {
             .create(true)
             .open(path)
             .map_err(io)?;
-        let last_hash = last_hash(&mut file, path)?;
+        last_hash(&mut file, path, &key)?;
         Ok(Self {
             writer: Arc::new(Mutex::new(Writer {
                 file,
                 path: path.to_path_buf(),
-                last_hash,
+                key,
                 poisoned: false,
+                appended: 0,
             })),
         })
     }
 
+    /// Where the head of the log at `path` is written after each line.
+    pub fn head_path(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".head");
+        PathBuf::from(name)
+    }
+
     /// The hash of the last line (the chain's head), or [`GENESIS`].
-    pub fn head(&self) -> String {
-        match self.writer.lock() {
-            Ok(writer) => writer.last_hash.clone(),
-            Err(poisoned) => poisoned.into_inner().last_hash.clone(),
-        }
+    pub fn head(&self) -> Result<String, AuditError> {
+        let mut writer = self.writer.lock().map_err(|_| AuditError::Poisoned)?;
+        let Writer {
+            file, path, key, ..
+        } = &mut *writer;
+        last_hash(file, path, key)
     }
 
     /// Appends a record and syncs it to disk; returns the line's hash. Blocks
@@ -238,7 +359,30 @@ impl AuditLog {
         if writer.poisoned {
             return Err(AuditError::Poisoned);
         }
-        let (line, hash) = seal(record, &writer.last_hash)?;
+        let path = writer.path.clone();
+        let io = |source| AuditError::Io {
+            path: path.clone(),
+            source,
+        };
+        writer.file.lock().map_err(io)?;
+        let appended = Self::append_locked(&mut writer, record);
+        writer.file.unlock().map_err(io)?;
+        let hash = appended?;
+        writer.appended += 1;
+        if writer.appended % HEAD_LOG_INTERVAL == 0 {
+            tracing::info!(head = %hash, lines = writer.appended, "audit log head");
+        }
+        Ok(hash)
+    }
+
+    fn append_locked(writer: &mut Writer, record: AuditRecord) -> Result<String, AuditError> {
+        let prev = {
+            let Writer {
+                file, path, key, ..
+            } = &mut *writer;
+            last_hash(file, path, key)?
+        };
+        let (line, hash) = seal(record, &prev, &writer.key)?;
         let written = writer
             .file
             .write_all(line.as_bytes())
@@ -250,7 +394,15 @@ impl AuditLog {
                 source,
             });
         }
-        writer.last_hash = hash.clone();
+        // The head, apart from the log, so that lines cut from its end show.
+        let head_path = Self::head_path(&writer.path);
+        let mut temporary = head_path.as_os_str().to_owned();
+        temporary.push(".tmp");
+        let saved = std::fs::write(&temporary, format!("{hash}\n"))
+            .and_then(|()| std::fs::rename(&temporary, &head_path));
+        if let Err(error) = saved {
+            tracing::warn!(%error, path = %head_path.display(), "cannot write the audit log head");
+        }
         Ok(hash)
     }
 
@@ -264,8 +416,9 @@ impl AuditLog {
 }
 
 /// Reads the hash of the file's last line, checking that the line is whole
-/// and sealed: a crash mid-write must not be silently chained over.
-fn last_hash(file: &mut File, path: &Path) -> Result<String, AuditError> {
+/// and sealed under `key`: a crash mid-write, or a line of another key, must
+/// not be silently chained over.
+fn last_hash(file: &mut File, path: &Path, key: &AuditKey) -> Result<String, AuditError> {
     let io = |source| AuditError::Io {
         path: path.to_path_buf(),
         source,
@@ -302,7 +455,7 @@ fn last_hash(file: &mut File, path: &Path) -> Result<String, AuditError> {
         None => body,
     };
     let text = std::str::from_utf8(last).map_err(|_| damaged("the last line is not UTF-8"))?;
-    match check_line(text) {
+    match check_line(text, key) {
         Ok(line) => Ok(line.hash.unwrap_or_default()),
         Err(problem) => Err(damaged(&problem.to_string())),
     }
@@ -319,7 +472,7 @@ pub enum ChainProblem {
     Unchained,
     /// The file ends in the middle of a line.
     Truncated,
-    /// The last hash differs from the one the caller expected.
+    /// The chain does not reach the head the caller kept.
     HeadMismatch {
         /// The expected last hash.
         expected: String,
@@ -338,7 +491,7 @@ impl fmt::Display for ChainProblem {
             ChainProblem::Truncated => write!(f, "incomplete last line: the log was cut"),
             ChainProblem::HeadMismatch { expected } => write!(
                 f,
-                "the last hash is not the expected {expected}: lines were removed from the end or added"
+                "the chain never reaches the head {expected} kept elsewhere: lines were removed from the end"
             ),
         }
     }
@@ -368,23 +521,29 @@ pub struct Verified {
     pub head: String,
 }
 
-fn check_line(text: &str) -> Result<Line, ChainProblem> {
+fn check_line(text: &str, key: &AuditKey) -> Result<Line, ChainProblem> {
     let line: Line =
         serde_json::from_str(text).map_err(|e| ChainProblem::NotAnEntry(e.to_string()))?;
     let (content, stored) = unseal(text)
         .ok_or_else(|| ChainProblem::NotAnEntry("no hash at the end of the line".into()))?;
-    if line.hash.as_deref() != Some(stored) || sha256_hex(&content) != stored {
+    if line.hash.as_deref() != Some(stored) || key.mac(&content) != stored {
         return Err(ChainProblem::Edited);
     }
     Ok(line)
 }
 
-/// Checks a whole log: every line sealed, each chained to the one before,
-/// the first to [`GENESIS`], and, when `expected_head` is given, the last
-/// hash equal to it.
-pub fn verify(log: &[u8], expected_head: Option<&str>) -> Result<Verified, ChainBreak> {
+/// Checks a whole log: every line sealed under `key`, each chained to the
+/// one before, the first to [`GENESIS`], and, when `expected_head` (a head
+/// kept elsewhere) is given, the chain reaching it: the log may have grown
+/// since, but no line up to it is gone.
+pub fn verify(
+    log: &[u8],
+    key: &AuditKey,
+    expected_head: Option<&str>,
+) -> Result<Verified, ChainBreak> {
     let mut prev = GENESIS.to_string();
     let mut entries = 0;
+    let mut reached = expected_head.is_none_or(|h| h == GENESIS);
     let mut rest = log;
     while !rest.is_empty() {
         let number = entries + 1;
@@ -398,7 +557,7 @@ pub fn verify(log: &[u8], expected_head: Option<&str>) -> Result<Verified, Chain
             line: number,
             problem: ChainProblem::NotAnEntry("not UTF-8".into()),
         })?;
-        let line = check_line(text).map_err(|problem| ChainBreak {
+        let line = check_line(text, key).map_err(|problem| ChainBreak {
             line: number,
             problem,
         })?;
@@ -409,11 +568,12 @@ pub fn verify(log: &[u8], expected_head: Option<&str>) -> Result<Verified, Chain
             });
         }
         prev = line.hash.unwrap_or_default();
+        reached |= expected_head == Some(prev.as_str());
         entries = number;
         rest = &rest[end + 1..];
     }
     if let Some(expected) = expected_head
-        && expected != prev
+        && !reached
     {
         return Err(ChainBreak {
             line: entries,
@@ -431,16 +591,21 @@ pub fn verify(log: &[u8], expected_head: Option<&str>) -> Result<Verified, Chain
 /// [`verify`] on a file.
 pub fn verify_file(
     path: &Path,
+    key: &AuditKey,
     expected_head: Option<&str>,
 ) -> anyhow::Result<Result<Verified, ChainBreak>> {
     let bytes =
         std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    Ok(verify(&bytes, expected_head))
+    Ok(verify(&bytes, key, expected_head))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key() -> AuditKey {
+        AuditKey::from_bytes([7; 32])
+    }
 
     fn record(i: usize) -> AuditRecord {
         let mut record = AuditRecord::new(
@@ -459,7 +624,7 @@ mod tests {
     fn log_of(n: usize) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path).unwrap();
+        let log = AuditLog::open(&path, key()).unwrap();
         for i in 0..n {
             log.append(record(i)).unwrap();
         }
@@ -484,9 +649,9 @@ mod tests {
     #[test]
     fn an_untouched_log_verifies() {
         let (_dir, path) = log_of(5);
-        let verified = verify(&std::fs::read(&path).unwrap(), None).unwrap();
+        let verified = verify(&std::fs::read(&path).unwrap(), &key(), None).unwrap();
         assert_eq!(verified.entries, 5);
-        assert_eq!(verify(b"", None).unwrap().head, GENESIS);
+        assert_eq!(verify(b"", &key(), None).unwrap().head, GENESIS);
     }
 
     #[test]
@@ -506,7 +671,7 @@ mod tests {
         let (_dir, path) = log_of(5);
         let mut lines = lines(&path);
         lines[2] = lines[2].replace("\"alice\"", "\"mallory\"");
-        let broken = verify(&join(&lines), None).unwrap_err();
+        let broken = verify(&join(&lines), &key(), None).unwrap_err();
         assert_eq!(
             broken,
             ChainBreak {
@@ -521,7 +686,7 @@ mod tests {
         let (_dir, path) = log_of(3);
         let mut lines = lines(&path);
         lines[1] = lines[1].replacen(",", ", ", 1);
-        assert_eq!(verify(&join(&lines), None).unwrap_err().line, 2);
+        assert_eq!(verify(&join(&lines), &key(), None).unwrap_err().line, 2);
     }
 
     #[test]
@@ -532,9 +697,9 @@ mod tests {
         // points at the original.
         let mut line: Line = serde_json::from_str(&lines[2]).unwrap();
         line.record.cells_suppressed = 0;
-        let (resealed, _) = seal(line.record, &line.prev).unwrap();
+        let (resealed, _) = seal(line.record, &line.prev, &key()).unwrap();
         lines[2] = resealed.trim_end().to_string();
-        let broken = verify(&join(&lines), None).unwrap_err();
+        let broken = verify(&join(&lines), &key(), None).unwrap_err();
         assert_eq!(
             broken,
             ChainBreak {
@@ -550,7 +715,7 @@ mod tests {
         let mut lines = lines(&path);
         lines.remove(2);
         assert_eq!(
-            verify(&join(&lines), None).unwrap_err(),
+            verify(&join(&lines), &key(), None).unwrap_err(),
             ChainBreak {
                 line: 3,
                 problem: ChainProblem::Unchained
@@ -559,7 +724,7 @@ mod tests {
         let mut lines = self::lines(&path);
         lines.remove(0);
         assert_eq!(
-            verify(&join(&lines), None).unwrap_err(),
+            verify(&join(&lines), &key(), None).unwrap_err(),
             ChainBreak {
                 line: 1,
                 problem: ChainProblem::Unchained
@@ -573,7 +738,7 @@ mod tests {
         let mut lines = lines(&path);
         lines.swap(1, 3);
         assert_eq!(
-            verify(&join(&lines), None).unwrap_err(),
+            verify(&join(&lines), &key(), None).unwrap_err(),
             ChainBreak {
                 line: 2,
                 problem: ChainProblem::Unchained
@@ -587,7 +752,7 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         let cut = &bytes[..bytes.len() - 20];
         assert_eq!(
-            verify(cut, None).unwrap_err(),
+            verify(cut, &key(), None).unwrap_err(),
             ChainBreak {
                 line: 4,
                 problem: ChainProblem::Truncated
@@ -595,23 +760,23 @@ mod tests {
         );
         // Whole lines cut from the end leave a valid, shorter chain: the head
         // kept elsewhere shows it.
-        let head = verify(&bytes, None).unwrap().head;
+        let head = verify(&bytes, &key(), None).unwrap().head;
         let mut lines = lines(&path);
         lines.pop();
         let shorter = join(&lines);
-        assert_eq!(verify(&shorter, None).unwrap().entries, 3);
+        assert_eq!(verify(&shorter, &key(), None).unwrap().entries, 3);
         assert!(matches!(
-            verify(&shorter, Some(&head)).unwrap_err().problem,
+            verify(&shorter, &key(), Some(&head)).unwrap_err().problem,
             ChainProblem::HeadMismatch { .. }
         ));
-        assert_eq!(verify(&bytes, Some(&head)).unwrap().entries, 4);
+        assert_eq!(verify(&bytes, &key(), Some(&head)).unwrap().entries, 4);
     }
 
     #[test]
     fn a_reopened_log_continues_its_chain() {
         let (_dir, path) = log_of(3);
-        let log = AuditLog::open(&path).unwrap();
-        let before = log.head();
+        let log = AuditLog::open(&path, key()).unwrap();
+        let before = log.head().unwrap();
         let mut refused = AuditRecord::new(
             "alice",
             "researcher",
@@ -620,10 +785,10 @@ mod tests {
         );
         refused.rule = Some("aggregates_only".into());
         log.append(refused).unwrap();
-        assert_ne!(log.head(), before);
-        let verified = verify(&std::fs::read(&path).unwrap(), None).unwrap();
+        assert_ne!(log.head().unwrap(), before);
+        let verified = verify(&std::fs::read(&path).unwrap(), &key(), None).unwrap();
         assert_eq!(verified.entries, 4);
-        assert_eq!(verified.head, log.head());
+        assert_eq!(verified.head, log.head().unwrap());
     }
 
     #[test]
@@ -632,7 +797,7 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
         assert!(matches!(
-            AuditLog::open(&path),
+            AuditLog::open(&path, key()),
             Err(AuditError::DamagedTail { .. })
         ));
     }
@@ -640,8 +805,95 @@ mod tests {
     #[test]
     fn garbage_is_not_an_entry() {
         assert!(matches!(
-            verify(b"hello\n", None).unwrap_err().problem,
+            verify(b"hello\n", &key(), None).unwrap_err().problem,
             ChainProblem::NotAnEntry(_)
         ));
+    }
+
+    #[test]
+    fn deleted_lines_with_the_chain_recomputed_without_the_key_are_found() {
+        let (_dir, path) = log_of(5);
+        let mut lines = lines(&path);
+        lines.remove(3);
+        lines.remove(1);
+        // The forger rebuilds the chain over the remaining lines, with the
+        // plain SHA-256 of the old format, then with a key of their own.
+        for forged_key in [None, Some(AuditKey::from_bytes([9; 32]))] {
+            let mut prev = GENESIS.to_string();
+            let mut forged = Vec::new();
+            for text in &lines {
+                let line: Line = serde_json::from_str(text).unwrap();
+                let unsealed = Line {
+                    record: line.record,
+                    prev: prev.clone(),
+                    hash: None,
+                };
+                let content = serde_json::to_string(&unsealed).unwrap();
+                let hash = match &forged_key {
+                    None => sha256_hex(&content),
+                    Some(key) => key.mac(&content),
+                };
+                let body = content.strip_suffix('}').unwrap();
+                forged.push(format!("{body},\"hash\":\"{hash}\"}}"));
+                prev = hash;
+            }
+            let broken = verify(&join(&forged), &key(), None).unwrap_err();
+            assert_eq!(
+                broken,
+                ChainBreak {
+                    line: 1,
+                    problem: ChainProblem::Edited
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn the_head_is_kept_apart_and_a_log_that_grew_still_reaches_it() {
+        let (_dir, path) = log_of(3);
+        let kept = std::fs::read_to_string(AuditLog::head_path(&path)).unwrap();
+        let kept = kept.trim().to_string();
+        let log = AuditLog::open(&path, key()).unwrap();
+        assert_eq!(log.head().unwrap(), kept);
+        log.append(record(9)).unwrap();
+        assert_eq!(verify(&std::fs::read(&path).unwrap(), &key(), Some(&kept)).unwrap().entries, 4);
+    }
+
+    #[test]
+    fn two_writers_of_one_file_keep_one_chain() {
+        let (_dir, path) = log_of(1);
+        let first = AuditLog::open(&path, key()).unwrap();
+        let second = AuditLog::open(&path, key()).unwrap();
+        let threads: Vec<_> = [first, second]
+            .into_iter()
+            .map(|log| {
+                std::thread::spawn(move || {
+                    for i in 0..20 {
+                        log.append(record(i)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(verify(&std::fs::read(&path).unwrap(), &key(), None).unwrap().entries, 41);
+    }
+
+    #[test]
+    fn a_key_is_created_once_private_and_then_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/audit.key");
+        let created = AuditKey::load_or_create(&path).unwrap();
+        let read = AuditKey::load_or_create(&path).unwrap();
+        assert_eq!(created.0, read.0);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(&path, "not a key").unwrap();
+        assert!(matches!(AuditKey::load(&path), Err(AuditError::BadKey(_))));
     }
 }

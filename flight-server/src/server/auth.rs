@@ -18,7 +18,9 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use crate::config::UserEntry;
-use crate::passwords::{hash_password, verify_password};
+use crate::passwords::hash_password;
+
+use super::logins::Logins;
 
 /// Standard base64, with or without padding: Go's Flight client (under ADBC)
 /// sends Basic credentials unpadded, most others padded.
@@ -51,6 +53,8 @@ pub struct Authenticator {
     /// Checked against for unknown users, so that an unknown name costs as
     /// long as a wrong password and names cannot be probed by timing.
     decoy_hash: Arc<str>,
+    /// The bounded password checker.
+    logins: Arc<Logins>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -82,34 +86,50 @@ fn parse_basic(value: &str) -> Result<(String, String), Status> {
 }
 
 impl Authenticator {
-    /// An authenticator over the configured users; tokens live `lifetime`.
-    pub fn new(users: BTreeMap<String, UserEntry>, lifetime: Duration) -> anyhow::Result<Self> {
+    /// An authenticator over the configured users; tokens live `lifetime`;
+    /// passwords are checked on `login_threads` threads of their own
+    /// ([`super::logins`]).
+    pub fn new(
+        users: BTreeMap<String, UserEntry>,
+        lifetime: Duration,
+        login_threads: usize,
+    ) -> anyhow::Result<Self> {
         let decoy = hash_password(&hex::encode(rand::random::<[u8; 16]>()))?;
+        let hashes = users
+            .values()
+            .map(|u| u.password_hash.as_str())
+            .chain(std::iter::once(decoy.as_str()));
+        let logins = Logins::new(login_threads, hashes)?;
         Ok(Self {
             users: Arc::new(users),
             tokens: Arc::new(Mutex::new(HashMap::new())),
             lifetime,
             decoy_hash: decoy.into(),
+            logins: Arc::new(logins),
         })
     }
 
-    /// Checks `Basic` credentials and opens a session: returns a new bearer
-    /// token. Password hashing is slow on purpose, so it runs on a blocking
-    /// thread.
-    pub async fn login(&self, authorization: Option<&str>) -> Result<(String, Session), Status> {
+    /// Checks `Basic` credentials from `peer` and opens a session: returns a
+    /// new bearer token. Addresses and names that failed too often wait
+    /// out a backoff first, without a password check.
+    pub async fn login(
+        &self,
+        authorization: Option<&str>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<(String, Session), Status> {
         let header = authorization.ok_or_else(|| {
             Status::unauthenticated(
                 "the Handshake needs an `authorization: Basic <base64 of user:password>` header",
             )
         })?;
         let (name, password) = parse_basic(header)?;
+        self.logins.admit(peer, &name)?;
         let entry = self.users.get(&name).cloned();
-        let hash = entry
+        let hash: Arc<str> = entry
             .as_ref()
-            .map_or_else(|| self.decoy_hash.to_string(), |e| e.password_hash.clone());
-        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
+            .map_or_else(|| Arc::clone(&self.decoy_hash), |e| e.password_hash.as_str().into());
+        let matches = self.logins.check(password, hash).await?;
+        self.logins.record(peer, &name, matches && entry.is_some());
         let entry = match entry {
             Some(entry) if matches => entry,
             _ => {
@@ -187,7 +207,7 @@ mod tests {
                 password_hash: hash_password("demo").unwrap(),
             },
         )]);
-        Authenticator::new(users, lifetime).unwrap()
+        Authenticator::new(users, lifetime, 1).unwrap()
     }
 
     fn basic(credentials: &str) -> String {
@@ -206,7 +226,7 @@ mod tests {
     #[tokio::test]
     async fn a_good_password_gives_a_token_that_authenticates() {
         let auth = authenticator(Duration::from_secs(60));
-        let (token, session) = auth.login(Some(&basic("alice:demo"))).await.unwrap();
+        let (token, session) = auth.login(Some(&basic("alice:demo")), None).await.unwrap();
         assert_eq!(token.len(), 64);
         assert_eq!(session.user, User::new("alice", "researcher"));
         assert_eq!(auth.authenticate(&bearer(&token)).unwrap(), session);
@@ -219,7 +239,7 @@ mod tests {
             "Basic {}",
             base64::engine::general_purpose::STANDARD_NO_PAD.encode("alice:demo")
         );
-        assert!(auth.login(Some(&unpadded)).await.is_ok());
+        assert!(auth.login(Some(&unpadded), None).await.is_ok());
     }
 
     #[tokio::test]
@@ -233,7 +253,7 @@ mod tests {
             Some("Bearer abc".to_string()),
             None,
         ] {
-            let status = auth.login(header.as_deref()).await.unwrap_err();
+            let status = auth.login(header.as_deref(), None).await.unwrap_err();
             assert_eq!(status.code(), tonic::Code::Unauthenticated, "{header:?}");
         }
     }
@@ -241,7 +261,7 @@ mod tests {
     #[tokio::test]
     async fn expired_garbage_and_missing_tokens_are_unauthenticated() {
         let auth = authenticator(Duration::ZERO);
-        let (token, _) = auth.login(Some(&basic("alice:demo"))).await.unwrap();
+        let (token, _) = auth.login(Some(&basic("alice:demo")), None).await.unwrap();
         let expired = auth.authenticate(&bearer(&token)).unwrap_err();
         assert!(expired.message().contains("expired"));
         let garbage = auth.authenticate(&bearer("garbage")).unwrap_err();

@@ -26,6 +26,7 @@ pub mod audit;
 pub mod auth;
 pub mod gateway;
 pub mod limits;
+pub mod logins;
 pub mod metadata;
 pub mod params;
 pub mod prepared;
@@ -87,15 +88,16 @@ impl Server {
         let listen = config.server.listen;
         tls::check_listen(listen, config.tls.is_some(), insecure)?;
         let tls = tls::server_tls(config.tls.as_ref())?;
-        let audit = AuditLog::open(&config.server.audit_log)?;
+        let audit = crate::cli::data::open_audit_log(&config)?;
         tracing::info!(
-            path = %config.server.audit_log.display(),
-            head = %audit.head(),
+            path = %config.server.audit_log_path().display(),
+            head = %audit.head()?,
             "audit log opened"
         );
         let auth = Authenticator::new(
             config.users.clone(),
             Duration::from_secs(config.server.token_lifetime_seconds),
+            config.limits.login_threads,
         )?;
         let service = SeuilFlightSql::new(engine, auth.clone(), audit.clone(), &config.limits)?;
         let listener = TcpListener::bind(listen)
@@ -167,7 +169,10 @@ impl RunningServer {
 
     async fn join(self) -> anyhow::Result<()> {
         let result = self.task.await;
-        tracing::info!(head = %self.audit.head(), "server stopped; audit log head");
+        match self.audit.head() {
+            Ok(head) => tracing::info!(%head, "server stopped; audit log head"),
+            Err(error) => tracing::warn!(%error, "server stopped; audit log head unreadable"),
+        }
         result
             .map_err(|e| anyhow::anyhow!("the server task failed: {e}"))?
             .map_err(|e| anyhow::anyhow!("the server failed: {e}"))

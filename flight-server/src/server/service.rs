@@ -2,11 +2,13 @@
 //! and engine results into Flight responses.
 //!
 //! A query goes through two calls. `GetFlightInfo` checks it (the engine
-//! plans and rewrites it without running it) and answers a ticket;
-//! `DoGet` runs it: takes one of the user's query slots, runs the engine
-//! under the query's deadline, appends the audit line and syncs it, and only
-//! then streams the released cells, batch by batch. Refused and failed
-//! queries are audited where they fail.
+//! plans and rewrites it without running it, in a query slot and under the
+//! query's deadline) and answers a ticket; `DoGet` runs it: waits for one of
+//! the user's query slots, writes the audit line of its start, runs the
+//! engine under the query's deadline, writes the line of its end, and only
+//! then streams the released cells, batch by batch. Both lines are synced
+//! to disk: a query that crashes the server leaves the first. Refused and
+//! failed queries are audited where they fail.
 //!
 //! Callers are authenticated before they get here (see [`super::gateway`]);
 //! each handler reads the caller's [`Session`] from the request.
@@ -44,7 +46,7 @@ use seuil_engine::{Engine, EngineError, PreparedQuery, QueryResult};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::audit::{AuditLog, AuditRecord, Outcome, sha256_hex};
+use super::audit::{AuditLog, AuditRecord, Outcome, new_query_id, sha256_hex};
 use super::auth::{AUTHORIZATION, Authenticator, Session};
 use super::limits::{Deadline, LimitedStream, QuerySlots};
 use super::params::{bind, number_question_marks};
@@ -164,7 +166,12 @@ impl SeuilFlightSql {
             engine,
             auth,
             audit,
-            slots: QuerySlots::new(limits.max_concurrent_queries_per_user),
+            slots: QuerySlots::new(
+                limits.max_concurrent_queries_per_user,
+                limits.max_concurrent_queries,
+                limits.max_queued_queries_per_user,
+                std::time::Duration::from_secs(limits.queue_wait_seconds),
+            ),
             statements: Statements::default(),
             sql_info: Arc::new(metadata::sql_info(limits.max_sql_bytes)?),
             xdbc: Arc::new(metadata::xdbc_type_info()?),
@@ -209,19 +216,39 @@ impl SeuilFlightSql {
     }
 
     /// Checks a query without running it: its result and parameter schemas.
+    /// The check plans the query, so it takes a slot and has a deadline too.
     async fn check(&self, session: &Session, sql: &str) -> Result<PreparedQuery, Status> {
         let user = &session.user;
-        match self.engine.prepare(user, &number_question_marks(sql)).await {
+        let record = AuditRecord::new(&user.name, &user.role, sql, Outcome::Error);
+        let _slot = match self.slots.acquire(&user.name).await {
+            Ok(slot) => slot,
+            Err(busy) => return Err(self.busy(record, busy).await),
+        };
+        let deadline = Deadline::after(self.query_timeout_seconds);
+        let engine_sql = number_question_marks(sql);
+        let checking = self.engine.prepare(user, &engine_sql);
+        let checked = tokio::time::timeout_at(deadline.instant(), checking)
+            .await
+            .unwrap_or_else(|_| Err(deadline.exceeded()));
+        match checked {
             Ok(prepared) => Ok(prepared),
-            Err(error) => {
-                let record = AuditRecord::new(&user.name, &user.role, sql, Outcome::Error);
-                Err(self.failed(record, &error).await)
-            }
+            Err(error) => Err(self.failed(record, &error).await),
         }
     }
 
-    /// Runs a query and streams its released cells: slot, deadline, engine,
-    /// audit line, then the stream.
+    /// Audits a query refused for want of a slot, and answers its status.
+    async fn busy(&self, mut record: AuditRecord, busy: Status) -> Status {
+        record.outcome = Outcome::Error;
+        record.error = Some("limit".into());
+        record.message = Some(busy.message().to_string());
+        match self.audit(record).await {
+            Ok(()) => busy,
+            Err(audit_failure) => audit_failure,
+        }
+    }
+
+    /// Runs a query and streams its released cells: slot, audit line of its
+    /// start, deadline, engine, audit line of its end, then the stream.
     async fn run(
         &self,
         session: &Session,
@@ -229,18 +256,17 @@ impl SeuilFlightSql {
         params: Vec<ScalarValue>,
     ) -> Result<Response<DoGetStream>, Status> {
         let user = &session.user;
-        let mut record = AuditRecord::new(&user.name, &user.role, sql, Outcome::Ok);
-        record.params = params.iter().map(ScalarValue::to_string).collect();
-        let slot = match self.slots.acquire(&user.name) {
+        let mut started = AuditRecord::new(&user.name, &user.role, sql, Outcome::Started);
+        started.query_id = Some(new_query_id());
+        started.params = params.iter().map(ScalarValue::to_string).collect();
+        let slot = match self.slots.acquire(&user.name).await {
             Ok(slot) => slot,
-            Err(busy) => {
-                record.outcome = Outcome::Error;
-                record.error = Some("limit".into());
-                record.message = Some(busy.message().to_string());
-                self.audit(record).await?;
-                return Err(busy);
-            }
+            Err(busy) => return Err(self.busy(started.next(Outcome::Error), busy).await),
         };
+        // On disk before the engine runs: a query that brings the server
+        // down leaves this line.
+        self.audit(started.clone()).await?;
+        let mut record = started.next(Outcome::Ok);
         let deadline = Deadline::after(self.query_timeout_seconds);
         let engine_sql = number_question_marks(sql);
         let running = self.engine.query_with_params(user, &engine_sql, params);
@@ -260,6 +286,7 @@ impl SeuilFlightSql {
         record.plan_sha256 = Some(sha256_hex(&rewritten_plan));
         record.cells_released = report.cells_released;
         record.cells_suppressed = report.cells_suppressed;
+        record.values_suppressed = report.values_suppressed;
         record.suppressed = report
             .suppressed_by_reason
             .iter()
@@ -338,7 +365,8 @@ impl FlightSqlService for SeuilFlightSql {
             .get(AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .map(str::to_string);
-        let (token, _) = self.auth.login(header.as_deref()).await?;
+        let peer = request.remote_addr().map(|a| a.ip());
+        let (token, _) = self.auth.login(header.as_deref(), peer).await?;
         let bearer = MetadataValue::try_from(format!("Bearer {token}"))
             .map_err(|e| status::internal("writing the token header", e))?;
         let reply = HandshakeResponse {

@@ -32,7 +32,8 @@ impl Fixture {
         let mut config = ServerConfig::load(None).expect("demo configuration");
         config.server.listen = "127.0.0.1:0".parse().expect("address");
         config.server.data = data.path().to_path_buf();
-        config.server.audit_log = dir.path().join("audit.jsonl");
+        config.server.audit_log = Some(dir.path().join("audit.jsonl"));
+        config.server.audit_key_file = Some(dir.path().join("audit.key"));
         config.server.demo_persons = 0;
         // Two more users, password `demo` too: carol, another researcher,
         // and rita, of the regional role with its narrower scope.
@@ -50,7 +51,11 @@ impl Fixture {
     }
 
     pub fn audit_log(&self) -> PathBuf {
-        self.config.server.audit_log.clone()
+        self.config.server.audit_log_path()
+    }
+
+    pub fn audit_key(&self) -> PathBuf {
+        self.config.server.audit_key_path()
     }
 
     /// Starts the server in-process.

@@ -1,0 +1,186 @@
+//! Limits on the size of a query, checked on its text and syntax tree before
+//! anything is planned: planning, the privacy rewrite and DataFusion's own
+//! passes walk the plan recursively and in proportion to its size, so one
+//! small request (a 500-branch `UNION ALL`, a 2,000-term sum, a `CUBE` of 20
+//! expressions) could otherwise exhaust the stack, the memory or the time
+//! of the whole server.
+//!
+//! The syntax tree is walked with an early stop: as soon as a limit is
+//! passed the walk ends, so even the walk's own recursion stays within the
+//! limits it enforces.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{
+    Expr, GroupByExpr, Query, Select, SetExpr, TableFactor, Visit, Visitor,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+use crate::error::EngineError;
+
+/// How large a query may be. The defaults let any statistician's query
+/// through, with an order of magnitude to spare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Words, numbers, strings and symbols of the SQL text.
+    pub max_tokens: usize,
+    /// Depth of nested expressions (`a + (b * f(c))` is 3 deep).
+    pub max_expression_depth: usize,
+    /// Joined tables in one FROM clause, over the whole query.
+    pub max_joins: usize,
+    /// Branches of `UNION`, `INTERSECT` and `EXCEPT`, over the whole query.
+    pub max_set_branches: usize,
+    /// Values of one `IN (...)` list.
+    pub max_in_list: usize,
+    /// Grouping sets of one `GROUP BY`, once `ROLLUP` and `CUBE` are
+    /// expanded.
+    pub max_grouping_sets: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self {
+            max_tokens: 20_000,
+            max_expression_depth: 200,
+            max_joins: 32,
+            max_set_branches: 64,
+            max_in_list: 2_000,
+            max_grouping_sets: crate::rules::margins::MAX_GROUPING_SETS,
+        }
+    }
+}
+
+fn limit(message: String) -> EngineError {
+    EngineError::Limit(message)
+}
+
+/// Refuses a SQL text of too many tokens. Tokenizing does not recurse.
+pub fn check_text(sql: &str, limits: &QueryLimits) -> Result<(), EngineError> {
+    let dialect = GenericDialect {};
+    // A text that does not tokenize is for the parser to report.
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+        return Ok(());
+    };
+    let count = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .count();
+    if count > limits.max_tokens {
+        return Err(limit(format!(
+            "the query has {count} tokens; the limit is {}",
+            limits.max_tokens
+        )));
+    }
+    Ok(())
+}
+
+struct SizeVisitor<'a> {
+    limits: &'a QueryLimits,
+    depth: usize,
+    joins: usize,
+    branches: usize,
+}
+
+impl SizeVisitor<'_> {
+    fn check(&self, what: &str, count: usize, max: usize) -> ControlFlow<EngineError> {
+        if count > max {
+            ControlFlow::Break(limit(format!(
+                "the query has {count} {what}; the limit is {max}"
+            )))
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+}
+
+/// The branches of a set operation, counted without recursing into
+/// subqueries (which the visitor meets on its own).
+fn set_branches(body: &SetExpr) -> usize {
+    let mut count = 0;
+    let mut pending = vec![body];
+    while let Some(expr) = pending.pop() {
+        match expr {
+            SetExpr::SetOperation { left, right, .. } => {
+                pending.push(left);
+                pending.push(right);
+            }
+            _ => count += 1,
+        }
+    }
+    count
+}
+
+/// The grouping sets one `GROUP BY` asks for, saturating.
+fn grouping_sets(select: &Select) -> (usize, usize) {
+    let GroupByExpr::Expressions(exprs, _) = &select.group_by else {
+        return (1, 0);
+    };
+    let mut sets: usize = 1;
+    let mut expressions = 0;
+    for expr in exprs {
+        let (factor, count) = match expr {
+            Expr::Cube(items) => {
+                let n: usize = items.iter().map(Vec::len).sum();
+                (1usize.checked_shl(items.len() as u32).unwrap_or(usize::MAX), n)
+            }
+            Expr::Rollup(items) => (items.len() + 1, items.iter().map(Vec::len).sum()),
+            Expr::GroupingSets(items) => (items.len().max(1), items.iter().map(Vec::len).sum()),
+            _ => (1, 1),
+        };
+        sets = sets.saturating_mul(factor);
+        expressions += count;
+    }
+    (sets, expressions)
+}
+
+impl Visitor for SizeVisitor<'_> {
+    type Break = EngineError;
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<EngineError> {
+        self.branches += set_branches(&query.body).saturating_sub(1);
+        self.check("branches of UNION, INTERSECT or EXCEPT", self.branches + 1, self.limits.max_set_branches)
+    }
+
+    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<EngineError> {
+        let (sets, _) = grouping_sets(select);
+        self.check("grouping sets in one GROUP BY", sets, self.limits.max_grouping_sets)
+    }
+
+    fn pre_visit_table_factor(&mut self, _factor: &TableFactor) -> ControlFlow<EngineError> {
+        self.joins += 1;
+        self.check("tables and subqueries in FROM clauses", self.joins, self.limits.max_joins + 1)
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<EngineError> {
+        self.depth += 1;
+        self.check("levels of nested expressions", self.depth, self.limits.max_expression_depth)?;
+        if let Expr::InList { list, .. } = expr {
+            self.check("values in one IN list", list.len(), self.limits.max_in_list)?;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, _expr: &Expr) -> ControlFlow<EngineError> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+}
+
+/// Refuses a parsed statement past the limits.
+pub fn check_statement(statement: &DfStatement, limits: &QueryLimits) -> Result<(), EngineError> {
+    let DfStatement::Statement(inner) = statement else {
+        return Ok(());
+    };
+    let mut visitor = SizeVisitor {
+        limits,
+        depth: 0,
+        joins: 0,
+        branches: 0,
+    };
+    match inner.visit(&mut visitor) {
+        ControlFlow::Break(error) => Err(error),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
