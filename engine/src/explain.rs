@@ -9,9 +9,9 @@ use datafusion::logical_expr::{Expr, Filter, LogicalPlan, Projection, col, lit};
 use datafusion::sql::unparser::plan_to_sql;
 use seuil_policies::Role;
 
+use crate::cells::PERSONS_COLUMN;
 use crate::error::EngineError;
 use crate::rewrite::RewrittenQuery;
-use crate::cells::PERSONS_COLUMN;
 
 /// A rewritten query, explained.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -380,9 +380,7 @@ impl Engine {
         params: &[ScalarValue],
     ) -> Result<(&Role, &RoleRuntime, rewrite::RewrittenQuery), EngineError> {
         let (role, runtime) = self.role(user)?;
-        let plan =
-            query::plan_user_query(&runtime.ctx, sql, &self.inner.options, params)
-                .await?;
+        let plan = query::plan_user_query(&runtime.ctx, sql, &self.inner.options, params).await?;
         let rewritten = rewrite::PrivacyRewrite::new(
             &self.inner.policy,
             role,
@@ -399,8 +397,7 @@ impl Engine {
     /// the counts of released cells come with each result.
     pub async fn prepare(&self, user: &User, sql: &str) -> Result<PreparedQuery, EngineError> {
         let (role, runtime) = self.role(user)?;
-        let plan =
-            query::plan_statement(&runtime.ctx, sql, &self.inner.options).await?;
+        let plan = query::plan_statement(&runtime.ctx, sql, &self.inner.options).await?;
         let fields = query::parameter_fields(&plan)?;
         // Typed NULLs stand for the parameters while the rewrite checks the query.
         let placeholders: Vec<ScalarValue> = fields
@@ -465,8 +462,12 @@ impl Engine {
             rewritten.releases.iter().map(|_| None).collect();
         for (i, step) in rewritten.releases.iter().enumerate() {
             let computing = Instant::now();
-            let cells =
-                query::collect(&runtime.ctx, step.cells.clone(), self.inner.options.max_cells).await?;
+            let cells = query::collect(
+                &runtime.ctx,
+                step.cells.clone(),
+                self.inner.options.max_cells,
+            )
+            .await?;
             timings.computing_cells += computing.elapsed();
             let releasing = Instant::now();
             computed[i] = Some(release::primary(step, cells, role)?);

@@ -123,7 +123,10 @@ fn grouping_sets(select: &Select) -> (usize, usize) {
         let (factor, count) = match expr {
             Expr::Cube(items) => {
                 let n: usize = items.iter().map(Vec::len).sum();
-                (1usize.checked_shl(items.len() as u32).unwrap_or(usize::MAX), n)
+                (
+                    1usize.checked_shl(items.len() as u32).unwrap_or(usize::MAX),
+                    n,
+                )
             }
             Expr::Rollup(items) => (items.len() + 1, items.iter().map(Vec::len).sum()),
             Expr::GroupingSets(items) => (items.len().max(1), items.iter().map(Vec::len).sum()),
@@ -140,22 +143,38 @@ impl Visitor for SizeVisitor<'_> {
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<EngineError> {
         self.branches += set_branches(&query.body).saturating_sub(1);
-        self.check("branches of UNION, INTERSECT or EXCEPT", self.branches + 1, self.limits.max_set_branches)
+        self.check(
+            "branches of UNION, INTERSECT or EXCEPT",
+            self.branches + 1,
+            self.limits.max_set_branches,
+        )
     }
 
     fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<EngineError> {
         let (sets, _) = grouping_sets(select);
-        self.check("grouping sets in one GROUP BY", sets, self.limits.max_grouping_sets)
+        self.check(
+            "grouping sets in one GROUP BY",
+            sets,
+            self.limits.max_grouping_sets,
+        )
     }
 
     fn pre_visit_table_factor(&mut self, _factor: &TableFactor) -> ControlFlow<EngineError> {
         self.joins += 1;
-        self.check("tables and subqueries in FROM clauses", self.joins, self.limits.max_joins + 1)
+        self.check(
+            "tables and subqueries in FROM clauses",
+            self.joins,
+            self.limits.max_joins + 1,
+        )
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<EngineError> {
         self.depth += 1;
-        self.check("levels of nested expressions", self.depth, self.limits.max_expression_depth)?;
+        self.check(
+            "levels of nested expressions",
+            self.depth,
+            self.limits.max_expression_depth,
+        )?;
         if let Expr::InList { list, .. } = expr {
             self.check("values in one IN list", list.len(), self.limits.max_in_list)?;
         }

@@ -19,10 +19,10 @@ use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::parser::ParserError;
 
+use crate::EngineOptions;
 use crate::error::EngineError;
 use crate::limits;
 use crate::rules::read_only;
-use crate::EngineOptions;
 
 /// Maps a DataFusion error met while parsing or planning. Planning reads no
 /// data, so its messages hold the query's own words and names of the role's

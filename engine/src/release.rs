@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, UInt64Array, new_null_array,
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, UInt64Array,
+    new_null_array,
 };
 use datafusion::arrow::compute::{
     SortColumn, cast, concat_batches, filter_record_batch, lexsort_to_indices, nullif, take,
@@ -380,7 +381,10 @@ struct JointTable {
 /// Builds the joint table of `steps` (one aggregate with grouping sets, or
 /// several over the same rows). Cells that two aggregates both release are
 /// one cell of the table.
-fn joint_table(steps: &[&ReleaseStep], computed: &[ComputedCells]) -> Result<JointTable, EngineError> {
+fn joint_table(
+    steps: &[&ReleaseStep],
+    computed: &[ComputedCells],
+) -> Result<JointTable, EngineError> {
     let mut dimension_names: Vec<String> = Vec::new();
     let mut display_names: Vec<String> = Vec::new();
     let mut measure_names: Vec<String> = Vec::new();
@@ -441,7 +445,9 @@ fn joint_table(steps: &[&ReleaseStep], computed: &[ComputedCells]) -> Result<Joi
                     .downcast_ref::<UInt64Array>()
                     .ok_or_else(|| execution("grouping ids are not integers"))?;
                 let mask = (1u64 << own_dimensions) - 1;
-                (0..cells.num_rows()).map(|row| gid.value(row) & mask).collect()
+                (0..cells.num_rows())
+                    .map(|row| gid.value(row) & mask)
+                    .collect()
             }
             None => vec![0; cells.num_rows()],
         };
@@ -473,8 +479,8 @@ fn joint_table(steps: &[&ReleaseStep], computed: &[ComputedCells]) -> Result<Joi
                 let bit_of_own = 1u64 << (own_count - 1 - i);
                 if own_mask & bit_of_own == 0 {
                     mask &= !(1u64 << (dimensions - 1 - joint));
-                    key[joint] = ScalarValue::try_from_array(cells.column(i), row)
-                        .map_err(execution)?;
+                    key[joint] =
+                        ScalarValue::try_from_array(cells.column(i), row).map_err(execution)?;
                 }
             }
             let cell = match index.get(&(mask, key.clone())) {

@@ -23,7 +23,15 @@ mod tests {
     fn a_hash_verifies_its_password_only() {
         let hash = hash_password("demo").unwrap();
         let mut memory = vec![argon2::Block::default(); 19 * 1024];
-        assert!(crate::server::logins::check_with_memory("demo", &hash, &mut memory));
-        assert!(!crate::server::logins::check_with_memory("Demo", &hash, &mut memory));
+        assert!(crate::server::logins::check_with_memory(
+            "demo",
+            &hash,
+            &mut memory
+        ));
+        assert!(!crate::server::logins::check_with_memory(
+            "Demo",
+            &hash,
+            &mut memory
+        ));
     }
 }

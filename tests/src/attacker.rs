@@ -12,6 +12,9 @@ use microlp::{ComparisonOp, OptimizationDirection, Problem};
 /// it aggregates over the dimension.
 pub type CellKey = Vec<Option<String>>;
 
+/// The cells on each side of one relation.
+type Sides = (Vec<usize>, Vec<usize>);
+
 /// Every relation a table with margins gives away: for any two sets of
 /// dimensions present, the cells of each that agree on the dimensions both
 /// keep have equal sums (a total and its cells, or two breakdowns of the
@@ -24,8 +27,7 @@ pub fn relations(keys: &[CellKey]) -> Vec<(Vec<usize>, Vec<usize>)> {
     for (i, a) in sets.iter().enumerate() {
         for b in &sets[i + 1..] {
             let common: Vec<bool> = a.iter().zip(b).map(|(x, y)| *x && *y).collect();
-            let mut sides: HashMap<Vec<Option<String>>, (Vec<usize>, Vec<usize>)> =
-                HashMap::new();
+            let mut sides: HashMap<CellKey, Sides> = HashMap::new();
             for (cell, key) in keys.iter().enumerate() {
                 let set = set_of(key);
                 if set != *a && set != *b {

@@ -548,9 +548,17 @@ fn value<R: Rng>(rng: &mut R, columns: &[Col], filters: &[&str]) -> GeneratedVal
         Class::Date | Class::Text => *["count", "min", "max", "count_distinct"]
             .choose(rng)
             .unwrap_or(&"count"),
-        _ => *["count", "sum", "avg", "min", "max", "median", "count_distinct"]
-            .choose(rng)
-            .unwrap_or(&"sum"),
+        _ => *[
+            "count",
+            "sum",
+            "avg",
+            "min",
+            "max",
+            "median",
+            "count_distinct",
+        ]
+        .choose(rng)
+        .unwrap_or(&"sum"),
     };
     // How the value is restricted: a FILTER, a CASE around the argument
     // (NULL elsewhere, or 0 elsewhere for sums), or not at all.
@@ -736,8 +744,7 @@ pub fn generate<R: Rng>(rng: &mut R) -> GeneratedQuery {
         match value(rng, &columns, &filters) {
             GeneratedValue::Released(sql, spec) => {
                 // Person counts of margins mix persons across finest cells.
-                if (margins || union) && spec.kind == Kind::CountPersons
-                    || value_sql.contains(&sql)
+                if (margins || union) && spec.kind == Kind::CountPersons || value_sql.contains(&sql)
                 {
                     continue;
                 }
@@ -793,14 +800,26 @@ pub fn generate<R: Rng>(rng: &mut R) -> GeneratedQuery {
     };
 
     if union {
-        return union_of_levels(&source, &groups, &value_sql, &specs, &where_clause, &conditions);
+        return union_of_levels(
+            &source,
+            &groups,
+            &value_sql,
+            &specs,
+            &where_clause,
+            &conditions,
+        );
     }
 
     let select: Vec<String> = groups
         .iter()
         .enumerate()
         .map(|(i, g)| format!("{g} AS g{i}"))
-        .chain(value_sql.iter().enumerate().map(|(i, a)| format!("{a} AS a{i}")))
+        .chain(
+            value_sql
+                .iter()
+                .enumerate()
+                .map(|(i, a)| format!("{a} AS a{i}")),
+        )
         .collect();
     let (group_clause, sets, limit) = if margins {
         grouping_clause(rng, &groups)

@@ -125,4 +125,3 @@ pub async fn without_person(raw: &SessionContext, person: &str, out: &Path) {
             .expect("writing the copy");
     }
 }
-

@@ -153,6 +153,9 @@ fn person_rows(batches: &[RecordBatch], groups: usize, values: usize) -> Vec<Per
     rows
 }
 
+/// The persons of one cell: their rows and combined partials.
+type PersonsOfCell = HashMap<String, (i64, Vec<Combined>)>;
+
 /// One person's combined partial for one value in one cell.
 #[derive(Debug, Clone, Default)]
 struct Combined {
@@ -209,7 +212,7 @@ fn median(values: &mut [f64]) -> Option<f64> {
     }
     values.sort_by(|a, b| a.total_cmp(b));
     let n = values.len();
-    Some(if n % 2 == 0 {
+    Some(if n.is_multiple_of(2) {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     } else {
         values[n / 2]
@@ -313,8 +316,7 @@ pub async fn cells(raw: &SessionContext, part: &Part, rules: &Rules) -> Vec<RefC
     let mut out = Vec::new();
     for set in &sets {
         // (cell key) -> person -> (rows, combined partials)
-        let mut by_cell: BTreeMap<Vec<Option<String>>, HashMap<String, (i64, Vec<Combined>)>> =
-            BTreeMap::new();
+        let mut by_cell: BTreeMap<Vec<Option<String>>, PersonsOfCell> = BTreeMap::new();
         for row in &rows {
             let key: Vec<Option<String>> = (0..part.output_groups)
                 .map(|g| {
@@ -350,7 +352,8 @@ pub async fn cells(raw: &SessionContext, part: &Part, rules: &Rules) -> Vec<RefC
                 dominated |= d;
                 values.push((v, contributors));
             }
-            let mut full_key: Vec<Option<String>> = part.tag.iter().map(|t| Some(t.to_string())).collect();
+            let mut full_key: Vec<Option<String>> =
+                part.tag.iter().map(|t| Some(t.to_string())).collect();
             full_key.extend(key);
             out.push(RefCell {
                 key: full_key,

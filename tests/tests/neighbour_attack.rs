@@ -27,26 +27,48 @@ fn ways_of_asking(t: &Target) -> Vec<String> {
         format!("SELECT max(ben_dcd_dte) FILTER (WHERE {f}) FROM ir_ben_r"),
         format!("SELECT min(ben_dcd_dte) FILTER (WHERE {f}) FROM ir_ben_r"),
         format!("SELECT max(CASE WHEN {f} THEN ben_dcd_dte END) FROM ir_ben_r"),
-        format!("SELECT max(CASE WHEN {f} THEN ben_dcd_dte ELSE DATE '1900-01-01' END) FROM ir_ben_r"),
-        format!("SELECT min(CASE WHEN {f} THEN ben_dcd_dte ELSE DATE '2100-01-01' END) FROM ir_ben_r"),
-        format!("SELECT median(CASE WHEN {f} THEN CAST(date_part('year', ben_dcd_dte) AS DOUBLE) END) FROM ir_ben_r"),
+        format!(
+            "SELECT max(CASE WHEN {f} THEN ben_dcd_dte ELSE DATE '1900-01-01' END) FROM ir_ben_r"
+        ),
+        format!(
+            "SELECT min(CASE WHEN {f} THEN ben_dcd_dte ELSE DATE '2100-01-01' END) FROM ir_ben_r"
+        ),
+        format!(
+            "SELECT median(CASE WHEN {f} THEN CAST(date_part('year', ben_dcd_dte) AS DOUBLE) END) FROM ir_ben_r"
+        ),
         format!("SELECT count(ben_dcd_dte) FILTER (WHERE {f}) FROM ir_ben_r"),
-        format!("SELECT sum(CASE WHEN {f} AND ben_dcd_dte IS NOT NULL THEN 1 ELSE 0 END) FROM ir_ben_r"),
+        format!(
+            "SELECT sum(CASE WHEN {f} AND ben_dcd_dte IS NOT NULL THEN 1 ELSE 0 END) FROM ir_ben_r"
+        ),
         format!("SELECT avg(CASE WHEN {f} THEN date_part('year', ben_dcd_dte) END) FROM ir_ben_r"),
-        format!("SELECT stddev(CASE WHEN {f} THEN date_part('month', ben_dcd_dte) ELSE 0 END) FROM ir_ben_r"),
+        format!(
+            "SELECT stddev(CASE WHEN {f} THEN date_part('month', ben_dcd_dte) ELSE 0 END) FROM ir_ben_r"
+        ),
         format!("SELECT bool_or({f} AND ben_dcd_dte IS NOT NULL) FROM ir_ben_r"),
         format!("SELECT ben_dcd_dte IS NULL AS alive, count(*) FROM ir_ben_r WHERE {f} GROUP BY 1"),
-        format!("SELECT date_part('year', ben_dcd_dte) AS y, count(*) FROM ir_ben_r WHERE {f} GROUP BY 1"),
+        format!(
+            "SELECT date_part('year', ben_dcd_dte) AS y, count(*) FROM ir_ben_r WHERE {f} GROUP BY 1"
+        ),
         // Diagnoses.
         format!("SELECT count(*) FROM {illnesses} WHERE {fb} AND i.med_mtf_cod = '{diagnosis}'"),
-        format!("SELECT b.ben_sex_cod, count(*) FROM {illnesses} WHERE {fb} AND i.med_mtf_cod = '{diagnosis}' GROUP BY 1"),
+        format!(
+            "SELECT b.ben_sex_cod, count(*) FROM {illnesses} WHERE {fb} AND i.med_mtf_cod = '{diagnosis}' GROUP BY 1"
+        ),
         format!("SELECT i.med_mtf_cod, count(*) FROM {illnesses} WHERE {fb} GROUP BY 1"),
         format!("SELECT max(i.med_mtf_cod) FILTER (WHERE {fb}) FROM {illnesses}"),
         format!("SELECT count(i.imb_ald_num) FILTER (WHERE {fb}) FROM {illnesses}"),
-        format!("SELECT sum(CASE WHEN {fb} AND i.med_mtf_cod = '{diagnosis}' THEN 1 ELSE 0 END) FROM {illnesses}"),
-        format!("SELECT count(DISTINCT i.med_mtf_cod) FROM {illnesses} WHERE {fb} OR b.ben_res_dpt = '048'"),
-        format!("SELECT 'a' AS part, count(*) FROM {illnesses} WHERE {fb} UNION ALL SELECT 'b', count(*) FROM {illnesses} WHERE {fb} AND i.med_mtf_cod = '{diagnosis}'"),
-        format!("SELECT b.ben_res_dpt, i.med_mtf_cod, count(*) FROM {illnesses} WHERE {fb} GROUP BY ROLLUP(b.ben_res_dpt, i.med_mtf_cod)"),
+        format!(
+            "SELECT sum(CASE WHEN {fb} AND i.med_mtf_cod = '{diagnosis}' THEN 1 ELSE 0 END) FROM {illnesses}"
+        ),
+        format!(
+            "SELECT count(DISTINCT i.med_mtf_cod) FROM {illnesses} WHERE {fb} OR b.ben_res_dpt = '048'"
+        ),
+        format!(
+            "SELECT 'a' AS part, count(*) FROM {illnesses} WHERE {fb} UNION ALL SELECT 'b', count(*) FROM {illnesses} WHERE {fb} AND i.med_mtf_cod = '{diagnosis}'"
+        ),
+        format!(
+            "SELECT b.ben_res_dpt, i.med_mtf_cod, count(*) FROM {illnesses} WHERE {fb} GROUP BY ROLLUP(b.ben_res_dpt, i.med_mtf_cod)"
+        ),
         // Claims and amounts.
         format!("SELECT median(p.prs_pai_mnt) FILTER (WHERE {fb}) FROM {claims}"),
         format!("SELECT max(p.prs_pai_mnt) FILTER (WHERE {fb}) FROM {claims}"),
@@ -56,25 +78,45 @@ fn ways_of_asking(t: &Target) -> Vec<String> {
         format!("SELECT count(*) FILTER (WHERE {fb} AND p.prs_pai_mnt = {amount}) FROM {claims}"),
         format!("SELECT p.prs_nat_ref, count(*) FROM {claims} WHERE {fb} GROUP BY 1"),
         format!("SELECT max(p.exe_soi_dtd) FILTER (WHERE {fb}) FROM {claims}"),
-        format!("SELECT n, count(*) FROM (SELECT ben_nir_psa, count(*) AS n FROM er_prs_f GROUP BY ben_nir_psa) q JOIN ir_ben_r b ON q.ben_nir_psa = b.ben_nir_psa WHERE {fb} GROUP BY 1"),
-        format!("SELECT max(q.total) FILTER (WHERE {fb}) FROM (SELECT ben_nir_psa, sum(prs_pai_mnt) AS total FROM er_prs_f GROUP BY ben_nir_psa) q JOIN ir_ben_r b ON q.ben_nir_psa = b.ben_nir_psa"),
+        format!(
+            "SELECT n, count(*) FROM (SELECT ben_nir_psa, count(*) AS n FROM er_prs_f GROUP BY ben_nir_psa) q JOIN ir_ben_r b ON q.ben_nir_psa = b.ben_nir_psa WHERE {fb} GROUP BY 1"
+        ),
+        format!(
+            "SELECT max(q.total) FILTER (WHERE {fb}) FROM (SELECT ben_nir_psa, sum(prs_pai_mnt) AS total FROM er_prs_f GROUP BY ben_nir_psa) q JOIN ir_ben_r b ON q.ben_nir_psa = b.ben_nir_psa"
+        ),
         // Stays.
         format!("SELECT max(s.sej_nbj) FILTER (WHERE {fb}) FROM {stays}"),
         format!("SELECT s.dgn_pal, count(*) FROM {stays} WHERE {fb} GROUP BY 1"),
         format!("SELECT count(s.dgn_pal) FILTER (WHERE {fb} AND s.dgn_pal LIKE 'C%') FROM {stays}"),
         // Identifiers.
-        format!("SELECT max(c) FILTER (WHERE {f}) FROM (SELECT ben_nir_psa, lower(ben_nir_psa) AS c, ben_nai_ann, ben_sex_cod, ben_res_dpt, ben_res_com FROM ir_ben_r GROUP BY 1, 2, 3, 4, 5, 6) t"),
+        format!(
+            "SELECT max(c) FILTER (WHERE {f}) FROM (SELECT ben_nir_psa, lower(ben_nir_psa) AS c, ben_nai_ann, ben_sex_cod, ben_res_dpt, ben_res_com FROM ir_ben_r GROUP BY 1, 2, 3, 4, 5, 6) t"
+        ),
         format!("SELECT max(ben_nir_psa) FILTER (WHERE {f}) FROM ir_ben_r"),
-        format!("SELECT substr(ben_nir_ano, 1, 4) AS p, count(*) FROM ir_ben_r WHERE {f} GROUP BY 1"),
-        format!("SELECT count(*), max(ben_nai_ann) FROM (SELECT * FROM ir_ben_r WHERE {f} ORDER BY ben_nir_psa LIMIT 1) t"),
+        format!(
+            "SELECT substr(ben_nir_ano, 1, 4) AS p, count(*) FROM ir_ben_r WHERE {f} GROUP BY 1"
+        ),
+        format!(
+            "SELECT count(*), max(ben_nai_ann) FROM (SELECT * FROM ir_ben_r WHERE {f} ORDER BY ben_nir_psa LIMIT 1) t"
+        ),
         // Errors that would depend on the person.
         format!("SELECT count(*) FROM ir_ben_r WHERE CASE WHEN {f} THEN 1 / 0 = 1 ELSE false END"),
-        format!("SELECT count(*) FROM ir_ben_r WHERE CASE WHEN {f} THEN lpad(ben_res_com, 2147483647) = 'x' ELSE false END"),
-        format!("SELECT count(*) FROM ir_ben_r WHERE CASE WHEN {f} THEN abs(CAST(-32768 AS SMALLINT)) = 1 ELSE false END"),
-        format!("SELECT count(*) FROM ir_ben_r WHERE CASE WHEN {f} THEN sqrt(ben_nai_ann - 3000) > 0 ELSE false END"),
-        format!("SELECT count(*) FROM ir_ben_r WHERE CASE WHEN {f} THEN ben_dcd_dte + INTERVAL '1000 years' > DATE '2000-01-01' ELSE false END"),
+        format!(
+            "SELECT count(*) FROM ir_ben_r WHERE CASE WHEN {f} THEN lpad(ben_res_com, 2147483647) = 'x' ELSE false END"
+        ),
+        format!(
+            "SELECT count(*) FROM ir_ben_r WHERE CASE WHEN {f} THEN abs(CAST(-32768 AS SMALLINT)) = 1 ELSE false END"
+        ),
+        format!(
+            "SELECT count(*) FROM ir_ben_r WHERE CASE WHEN {f} THEN sqrt(ben_nai_ann - 3000) > 0 ELSE false END"
+        ),
+        format!(
+            "SELECT count(*) FROM ir_ben_r WHERE CASE WHEN {f} THEN ben_dcd_dte + INTERVAL '1000 years' > DATE '2000-01-01' ELSE false END"
+        ),
         // Tables with margins around the person.
-        format!("SELECT ben_res_dpt, count(*) FROM ir_ben_r WHERE {f} GROUP BY GROUPING SETS ((ben_res_dpt), ())"),
+        format!(
+            "SELECT ben_res_dpt, count(*) FROM ir_ben_r WHERE {f} GROUP BY GROUPING SETS ((ben_res_dpt), ())"
+        ),
     ]
 }
 
@@ -122,7 +164,9 @@ async fn nothing_about_a_person_comes_out_however_a_neighbour_asks() {
             "the answer tells whether the person is there\nquery: {sql}"
         );
         assert!(
-            !a.contains(&target.person) && !a.contains("while streaming") && !a.contains("failed while running"),
+            !a.contains(&target.person)
+                && !a.contains("while streaming")
+                && !a.contains("failed while running"),
             "query: {sql}\n{a}"
         );
         if a.starts_with("error") {

@@ -63,7 +63,10 @@ fn assert_no_identifier(batches: &[RecordBatch], ids: &HashSet<String>, context:
                 let value = value.to_lowercase();
                 assert!(
                     !ids.contains(&value)
-                        && (value.len() < 8 || !ids.iter().any(|id| id.contains(&value) || value.contains(id.as_str()))),
+                        && (value.len() < 8
+                            || !ids
+                                .iter()
+                                .any(|id| id.contains(&value) || value.contains(id.as_str()))),
                     "a released value holds an identifier: {value}\n{context}"
                 );
             }
@@ -103,9 +106,7 @@ fn released_cells(
 fn same(released: &ScalarValue, reference: &RefValue) -> bool {
     match reference {
         RefValue::Null => released.is_null(),
-        RefValue::Scalar(ScalarValue::Float64(Some(x))) => {
-            same(released, &RefValue::Number(*x))
-        }
+        RefValue::Scalar(ScalarValue::Float64(Some(x))) => same(released, &RefValue::Number(*x)),
         RefValue::Scalar(value) => released == value,
         RefValue::Number(expected) => {
             let Ok(ScalarValue::Float64(Some(got))) =
@@ -134,17 +135,24 @@ struct Tally {
     refused: usize,
 }
 
+/// What the released cells are checked against: the raw data, the role's
+/// rules, and the protection margins must give.
+struct Checker<'a> {
+    raw: &'a SessionContext,
+    rules: &'a Rules,
+    protection: f64,
+}
+
 /// Checks the released cells of an accepted query against the reference.
 async fn check_cells(
-    raw: &SessionContext,
+    checker: &Checker<'_>,
     oracle: &Oracle,
     batches: &[RecordBatch],
     group_columns: usize,
-    rules: &Rules,
-    protection: f64,
     tally: &mut Tally,
     context: &str,
 ) {
+    let (raw, rules, protection) = (checker.raw, checker.rules, checker.protection);
     let released = released_cells(batches, group_columns);
     let mut cells: Vec<RefCell> = Vec::new();
     for part in &oracle.parts {
@@ -162,9 +170,15 @@ async fn check_cells(
             "released cell {key:?} covers {} persons\n{context}",
             cell.persons
         );
-        assert!(!cell.dominated, "released cell {key:?} is dominated\n{context}");
+        assert!(
+            !cell.dominated,
+            "released cell {key:?} is dominated\n{context}"
+        );
         if let Some(n) = having {
-            assert!(cell.rows > n, "cell {key:?} passed HAVING wrongly\n{context}");
+            assert!(
+                cell.rows > n,
+                "cell {key:?} passed HAVING wrongly\n{context}"
+            );
         }
         for (j, (value, (expected, contributors))) in values.iter().zip(&cell.values).enumerate() {
             if *contributors < rules.k {
@@ -221,7 +235,12 @@ async fn check_cells(
                 for (c, cell) in cells.iter().enumerate() {
                     dump.push_str(&format!(
                         "{:?}\t{}\t{}\t{}\t{}\t{}\n",
-                        cell.key, values[c], cell.persons, cell.values[j].1, cell.dominated, seen[c]
+                        cell.key,
+                        values[c],
+                        cell.persons,
+                        cell.values[j].1,
+                        cell.dominated,
+                        seen[c]
                     ));
                 }
                 std::fs::write(&path, dump).expect("dump");
@@ -259,7 +278,9 @@ async fn released_values_follow_the_rules_against_the_raw_data() {
         p_percent: role.p_percent,
     };
     let protection = role.protection_percent / 100.0;
-    let base = engine.policy().roles["regional"].rounding.expect("the regional role rounds");
+    let base = engine.policy().roles["regional"]
+        .rounding
+        .expect("the regional role rounds");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut tally = Tally::default();
     let mut rounded_values = 0usize;
@@ -285,18 +306,24 @@ async fn released_values_follow_the_rules_against_the_raw_data() {
             }
             (Expect::Limit, Err(EngineError::Limit(_))) => tally.refused += 1,
             (Expect::Limit, other) => panic!("expected a limit, got {other:?}\n{context}"),
-            (Expect::NoRuntimeError, Err(error @ (EngineError::Execution(_) | EngineError::Internal(_)))) => {
+            (
+                Expect::NoRuntimeError,
+                Err(error @ (EngineError::Execution(_) | EngineError::Internal(_))),
+            ) => {
                 panic!("a query failed while running: {error}\n{context}")
             }
             (Expect::NoRuntimeError, _) => {}
             (Expect::Cells(oracle), Ok((batches, _))) => {
+                let checker = Checker {
+                    raw: &raw,
+                    rules: &rules,
+                    protection,
+                };
                 check_cells(
-                    &raw,
+                    &checker,
                     oracle,
                     &batches,
                     query.group_columns,
-                    &rules,
-                    protection,
                     &mut tally,
                     &context,
                 )
@@ -320,7 +347,11 @@ async fn released_values_follow_the_rules_against_the_raw_data() {
                         &datafusion::arrow::datatypes::DataType::Float64,
                     )
                     .expect("numbers");
-                    for v in values.as_primitive::<datafusion::arrow::datatypes::Float64Type>().iter().flatten() {
+                    for v in values
+                        .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                        .iter()
+                        .flatten()
+                    {
                         assert!(
                             (v / f64::from(base)).fract() == 0.0,
                             "role regional released {v}, not a multiple of {base}\n{context}"
@@ -333,9 +364,22 @@ async fn released_values_follow_the_rules_against_the_raw_data() {
     }
     println!(
         "{cases} queries: {} cells released, {} values nulled for too few contributors, {} tables with margins ({} suppressed values audited), {} refused as expected; {rounded_values} rounded values",
-        tally.released_cells, tally.values_nulled, tally.margin_tables, tally.audited, tally.refused
+        tally.released_cells,
+        tally.values_nulled,
+        tally.margin_tables,
+        tally.audited,
+        tally.refused
     );
-    assert!(tally.values_nulled > 0, "the grammar should produce values of few persons");
-    assert!(tally.audited > 0, "the grammar should produce tables with small cells");
-    assert!(rounded_values > 0, "the rounding role should answer some queries");
+    assert!(
+        tally.values_nulled > 0,
+        "the grammar should produce values of few persons"
+    );
+    assert!(
+        tally.audited > 0,
+        "the grammar should produce tables with small cells"
+    );
+    assert!(
+        rounded_values > 0,
+        "the rounding role should answer some queries"
+    );
 }

@@ -5,51 +5,11 @@
 
 mod server_common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
-use server_common::{BY_DEPARTEMENT, Fixture, code, login, query, seuil_binary};
+use server_common::{BY_DEPARTEMENT, Fixture, code, login, query, serve, seuil_binary};
 use tonic::transport::Endpoint;
-
-/// A child process killed when dropped, so that a failing test leaves no
-/// server behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
-
-/// Starts `seuil serve` on `config` and returns it with the URI it printed.
-fn serve(config: &Path) -> (Running, String) {
-    let mut child = Command::new(seuil_binary())
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting seuil serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (found, wait) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(uri) = line.strip_prefix("seuil: serving Flight SQL on ") {
-                found.send(uri.to_string()).ok();
-            }
-        }
-    });
-    let running = Running(child);
-    let uri = wait
-        .recv_timeout(Duration::from_secs(120))
-        .expect("seuil serve did not announce its address");
-    (running, uri)
-}
 
 fn config_file(fixture: &Fixture) -> std::path::PathBuf {
     let alice = &fixture.config.users["alice"].password_hash;

@@ -251,7 +251,15 @@ pub fn resolve(
             .get_type(input)
             .map(|t| t.is_numeric())
             .unwrap_or(false);
-        if !numeric && !matches!(measure, Measure::Direct { structural: true, .. }) {
+        if !numeric
+            && !matches!(
+                measure,
+                Measure::Direct {
+                    structural: true,
+                    ..
+                }
+            )
+        {
             return Err(refusal(
                 Rule::Rounding,
                 format!(
@@ -280,10 +288,7 @@ fn resolve_measure(
     let name = function.func.name();
     let arguments = &function.params.args;
     let argument = arguments.first().cloned();
-    let argument_text = argument
-        .as_ref()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let argument_text = argument.as_ref().map(|a| a.to_string()).unwrap_or_default();
     let sensitivity = arguments.iter().find_map(|a| expr_sensitivity(a, lineage));
     let distinct = function.params.distinct;
     // An argument without a column (`count(*)` is `count(1)`) is the same
@@ -292,7 +297,9 @@ fn resolve_measure(
     match name {
         "count" if distinct => match &column_argument {
             Some(a) if arguments.len() == 1 && is_person_key(a, lineage) => {
-                Ok(Measure::CountPersons { argument: a.clone() })
+                Ok(Measure::CountPersons {
+                    argument: a.clone(),
+                })
             }
             _ => Err(refusal(
                 Rule::MinPersons,

@@ -41,8 +41,8 @@ use seuil_policies::Role;
 
 use super::single_level::contributor_conditions;
 use super::{
-    CellsLayout, DominanceColumns, Measure, MeasureLayout, OrderKind, PERSONS_COLUMN,
-    Value, dominance_depth,
+    CellsLayout, DominanceColumns, Measure, MeasureLayout, OrderKind, PERSONS_COLUMN, Value,
+    dominance_depth,
 };
 use crate::error::{EngineError, Refusal, Rule, plan_fault};
 use crate::rewrite::lineage::{PersonLineage, output_column};
@@ -311,8 +311,14 @@ impl<'a> PerPersonPlan<'a> {
                 function,
             } => {
                 let (udaf, how) = match *function {
-                    "min" => (datafusion::functions_aggregate::min_max::min_udaf(), Combine::Min),
-                    "max" => (datafusion::functions_aggregate::min_max::max_udaf(), Combine::Max),
+                    "min" => (
+                        datafusion::functions_aggregate::min_max::min_udaf(),
+                        Combine::Min,
+                    ),
+                    "max" => (
+                        datafusion::functions_aggregate::min_max::max_udaf(),
+                        Combine::Max,
+                    ),
                     "bool_and" => (
                         datafusion::functions_aggregate::bool_and_or::bool_and_udaf(),
                         Combine::BoolAnd,
@@ -426,7 +432,9 @@ impl<'a> PerPersonPlan<'a> {
         original_schema: &DFSchemaRef,
     ) -> Result<PerPerson, EngineError> {
         let Some(set) = &self.grouping_set else {
-            return Err(EngineError::internal("level 2 of a plan without grouping sets"));
+            return Err(EngineError::internal(
+                "level 2 of a plan without grouping sets",
+            ));
         };
         let groups = self.distinct_groups.len();
         let group_columns: Vec<Expr> = level1.cell_groups.clone();
@@ -439,7 +447,9 @@ impl<'a> PerPersonPlan<'a> {
                     .iter()
                     .position(|d| d == expr)
                     .ok_or_else(|| {
-                        EngineError::internal("a grouping set's expression is not among its distinct expressions")
+                        EngineError::internal(
+                            "a grouping set's expression is not among its distinct expressions",
+                        )
                     })?;
                 with_person.push(group_columns[position].clone());
             }
@@ -484,7 +494,11 @@ impl<'a> PerPersonPlan<'a> {
         let user_gid = binary(
             ordinal,
             Operator::BitwiseOr,
-            binary(cast(gid.clone(), DataType::UInt64), Operator::BitwiseAnd, lit(mask)),
+            binary(
+                cast(gid.clone(), DataType::UInt64),
+                Operator::BitwiseAnd,
+                lit(mask),
+            ),
         );
         let mut cell_groups: Vec<Expr> = (1..level2_groups)
             .map(|i| Expr::Column(output_column(&schema, i)))
@@ -550,8 +564,8 @@ impl<'a> PerPersonPlan<'a> {
         }
         if !windows.is_empty() {
             // One window node per ordering, as DataFusion executes them.
-            per_person.plan = LogicalPlanBuilder::window_plan(per_person.plan, windows)
-                .map_err(plan_fault)?;
+            per_person.plan =
+                LogicalPlanBuilder::window_plan(per_person.plan, windows).map_err(plan_fault)?;
         }
         Ok((per_person, rank_columns))
     }
@@ -594,7 +608,9 @@ impl<'a> PerPersonPlan<'a> {
                 }
                 Final::Trimmed { partial, rank, .. } => {
                     let Some(rank_column) = &rank_columns[i] else {
-                        return Err(EngineError::internal("a trimmed statistic without its rank"));
+                        return Err(EngineError::internal(
+                            "a trimmed statistic without its rank",
+                        ));
                     };
                     // The value of the person of that rank (NULL for others).
                     max(when(

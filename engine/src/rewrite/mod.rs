@@ -272,7 +272,10 @@ impl<'a> PrivacyRewrite<'a> {
             if let Some(lineage) = input.privacy.lineage() {
                 identifiers::check_value(expr, lineage)?;
             }
-            exprs.push(side_channels::neutralise_named(expr.clone(), input.plan.schema())?);
+            exprs.push(side_channels::neutralise_named(
+                expr.clone(),
+                input.plan.schema(),
+            )?);
         }
         match input.privacy {
             Privacy::Private(lineage) => {
@@ -386,13 +389,7 @@ impl<'a> PrivacyRewrite<'a> {
         let aggr = named(&aggregate.aggr_expr, input.plan.schema())?;
         let id = self.releases.len();
         let (step, replacement) = min_persons::release_aggregate(
-            id,
-            input.plan,
-            group,
-            aggr,
-            aggregate,
-            &lineage,
-            self.role,
+            id, input.plan, group, aggr, aggregate, &lineage, self.role,
         )?;
         if !step.layout.dominance.is_empty() {
             self.notes.insert(
@@ -708,7 +705,8 @@ fn named(exprs: &[Expr], schema: &datafusion::common::DFSchema) -> Result<Vec<Ex
                     exprs
                         .iter()
                         .map(|e| {
-                            side_channels::neutralise_named(e.clone(), schema).map_err(EngineError::from)
+                            side_channels::neutralise_named(e.clone(), schema)
+                                .map_err(EngineError::from)
                         })
                         .collect()
                 };
@@ -720,7 +718,9 @@ fn named(exprs: &[Expr], schema: &datafusion::common::DFSchema) -> Result<Vec<Ex
                     }
                 }))
             }
-            other => side_channels::neutralise_named(other.clone(), schema).map_err(EngineError::from),
+            other => {
+                side_channels::neutralise_named(other.clone(), schema).map_err(EngineError::from)
+            }
         })
         .collect()
 }

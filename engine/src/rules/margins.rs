@@ -274,9 +274,7 @@ fn equal_sums(
         if set != a && set != b {
             continue;
         }
-        let entry = sides
-            .entry(projected(key, common, dimensions))
-            .or_default();
+        let entry = sides.entry(projected(key, common, dimensions)).or_default();
         if set == a {
             entry.0.push(cell);
         } else {
@@ -434,7 +432,9 @@ pub fn secondary_suppression(
         .collect();
     let mut suppressed = primary_cells.to_vec();
     let any_primary = suppressed.iter().any(|s| *s)
-        || primary_values.iter().any(|values| values.iter().any(|v| *v));
+        || primary_values
+            .iter()
+            .any(|values| values.iter().any(|v| *v));
     if all.is_empty() || !any_primary {
         return Some(Vec::new());
     }
@@ -482,8 +482,7 @@ pub fn secondary_suppression(
                         .filter(|m| suppressed[*m] || primary_values[measure][*m])
                         .count();
                     if hidden == 1
-                        && let Some(cell) =
-                            cheapest_released(&mut relation.members(), &suppressed)
+                        && let Some(cell) = cheapest_released(&mut relation.members(), &suppressed)
                     {
                         suppressed[cell] = true;
                         changed = true;
@@ -613,7 +612,10 @@ mod tests {
         let relations = relations(&table, 2);
         assert_eq!(relations.len(), 1);
         let sides = [relations[0].plus.clone(), relations[0].minus.clone()];
-        assert!(sides.contains(&vec![0, 1]) && sides.contains(&vec![2, 3]), "{relations:?}");
+        assert!(
+            sides.contains(&vec![0, 1]) && sides.contains(&vec![2, 3]),
+            "{relations:?}"
+        );
         // One hidden row total is its sum minus the other's.
         let mut hidden = vec![false; 4];
         hidden[0] = true;
@@ -676,9 +678,15 @@ mod tests {
         let table = cube([[3.0, 20.0], [30.0, 40.0]]);
         let mut values = vec![vec![false; 9]];
         values[0][0] = true;
-        let secondary =
-            secondary_suppression(&table, 2, &[false; 9], &values, 10.0, &Cancellation::default())
-                .unwrap();
+        let secondary = secondary_suppression(
+            &table,
+            2,
+            &[false; 9],
+            &values,
+            10.0,
+            &Cancellation::default(),
+        )
+        .unwrap();
         let mut hidden = values[0].clone();
         for cell in &secondary {
             hidden[*cell] = true;
@@ -692,9 +700,16 @@ mod tests {
         let table = cube([[13.0, 20.0], [30.0, 40.0]]);
         let none = vec![vec![false; 9]];
         assert!(
-            secondary_suppression(&table, 2, &[false; 9], &none, 10.0, &Cancellation::default())
-                .unwrap()
-                .is_empty()
+            secondary_suppression(
+                &table,
+                2,
+                &[false; 9],
+                &none,
+                10.0,
+                &Cancellation::default()
+            )
+            .unwrap()
+            .is_empty()
         );
     }
 

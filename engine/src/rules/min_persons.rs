@@ -139,7 +139,11 @@ pub fn release_aggregate(
     let original_schema: &DFSchemaRef = &original.schema;
     let (cells, layout) =
         cells::cells_plan(input, group_expr, aggr_expr, original_schema, lineage, role)?;
-    let additive: Vec<bool> = layout.measures.iter().map(|m| m.kind.is_additive()).collect();
+    let additive: Vec<bool> = layout
+        .measures
+        .iter()
+        .map(|m| m.kind.is_additive())
+        .collect();
     let margins = shape_of(original, &additive);
     let cells_schema = Arc::clone(cells.schema());
     let fields: Vec<Field> = (0..layout.output_columns)

@@ -204,8 +204,8 @@ impl AuditKey {
     }
 
     fn mac(&self, content: &str) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .expect("HMAC takes keys of any length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
         mac.update(content.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
@@ -856,7 +856,12 @@ mod tests {
         let log = AuditLog::open(&path, key()).unwrap();
         assert_eq!(log.head().unwrap(), kept);
         log.append(record(9)).unwrap();
-        assert_eq!(verify(&std::fs::read(&path).unwrap(), &key(), Some(&kept)).unwrap().entries, 4);
+        assert_eq!(
+            verify(&std::fs::read(&path).unwrap(), &key(), Some(&kept))
+                .unwrap()
+                .entries,
+            4
+        );
     }
 
     #[test]
@@ -877,7 +882,12 @@ mod tests {
         for thread in threads {
             thread.join().unwrap();
         }
-        assert_eq!(verify(&std::fs::read(&path).unwrap(), &key(), None).unwrap().entries, 41);
+        assert_eq!(
+            verify(&std::fs::read(&path).unwrap(), &key(), None)
+                .unwrap()
+                .entries,
+            41
+        );
     }
 
     #[test]

@@ -125,9 +125,10 @@ impl Authenticator {
         let (name, password) = parse_basic(header)?;
         self.logins.admit(peer, &name)?;
         let entry = self.users.get(&name).cloned();
-        let hash: Arc<str> = entry
-            .as_ref()
-            .map_or_else(|| Arc::clone(&self.decoy_hash), |e| e.password_hash.as_str().into());
+        let hash: Arc<str> = entry.as_ref().map_or_else(
+            || Arc::clone(&self.decoy_hash),
+            |e| e.password_hash.as_str().into(),
+        );
         let matches = self.logins.check(password, hash).await?;
         self.logins.record(peer, &name, matches && entry.is_some());
         let entry = match entry {

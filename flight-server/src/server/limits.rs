@@ -121,10 +121,11 @@ impl QuerySlots {
             .await
             .map_err(|_| timed_out())?
             .map_err(|_| Status::internal("the query slots are unavailable"))?;
-        let total_permit = tokio::time::timeout_at(deadline, Arc::clone(&self.total).acquire_owned())
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|_| Status::internal("the query slots are unavailable"))?;
+        let total_permit =
+            tokio::time::timeout_at(deadline, Arc::clone(&self.total).acquire_owned())
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|_| Status::internal("the query slots are unavailable"))?;
         Ok(Slot {
             _user: user_permit,
             _total: total_permit,
@@ -284,7 +285,11 @@ mod tests {
         let _held = slots.acquire("alice").await.unwrap();
         let refused = slots.acquire("alice").await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
-        assert!(refused.message().contains("waited"), "{}", refused.message());
+        assert!(
+            refused.message().contains("waited"),
+            "{}",
+            refused.message()
+        );
     }
 
     #[tokio::test]

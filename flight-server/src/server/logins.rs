@@ -272,7 +272,11 @@ mod tests {
         // Another name from the same address is refused too; another
         // address for another name is not.
         assert!(logins.admit(peer, "carol").is_err());
-        assert!(logins.admit(Some("10.0.0.8".parse().unwrap()), "carol").is_ok());
+        assert!(
+            logins
+                .admit(Some("10.0.0.8".parse().unwrap()), "carol")
+                .is_ok()
+        );
         logins.record(peer, "alice", true);
         assert!(logins.admit(peer, "alice").is_ok());
     }

@@ -3,7 +3,11 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::{FlightInfo, Ticket};
@@ -171,4 +175,46 @@ pub fn seuil_binary() -> PathBuf {
         binary.display()
     );
     binary
+}
+
+/// A child process killed when dropped, so that a failing test leaves no
+/// server behind.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+/// Starts `seuil serve` on `config` and returns it with the URI it printed.
+pub fn serve(config: &Path) -> (Running, String) {
+    serve_with(config, Stdio::inherit())
+}
+
+/// Starts `seuil serve` on `config`, its log going to `stderr`.
+pub fn serve_with(config: &Path, stderr: Stdio) -> (Running, String) {
+    let mut child = Command::new(seuil_binary())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("starting seuil serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (found, wait) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(uri) = line.strip_prefix("seuil: serving Flight SQL on ") {
+                found.send(uri.to_string()).ok();
+            }
+        }
+    });
+    let running = Running(child);
+    let uri = wait
+        .recv_timeout(Duration::from_secs(120))
+        .expect("seuil serve did not announce its address");
+    (running, uri)
 }

@@ -12,11 +12,11 @@ use datafusion::arrow::datatypes::Schema;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{ColumnarValue, Expr, Volatility};
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::create_physical_expr;
-use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 
 use crate::error::{Refusal, Rule};
 use crate::rewrite::place_of;
@@ -63,20 +63,23 @@ fn evaluate(expr: &Expr) -> Result<ScalarValue, String> {
     if let Expr::Literal(value, _) = simplified {
         return Ok(value);
     }
-    let physical =
-        create_physical_expr(
+    let physical = create_physical_expr(
         &simplified,
         &schema,
         &props,
         &PhysicalPlanningContext::default(),
-    ).map_err(|e| e.message().to_string())?;
+    )
+    .map_err(|e| e.message().to_string())?;
     let batch = RecordBatch::try_new_with_options(
         Arc::new(Schema::empty()),
         vec![],
         &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(1)),
     )
     .map_err(|e| e.to_string())?;
-    match physical.evaluate(&batch).map_err(|e| e.message().to_string())? {
+    match physical
+        .evaluate(&batch)
+        .map_err(|e| e.message().to_string())?
+    {
         ColumnarValue::Scalar(value) => Ok(value),
         ColumnarValue::Array(array) => {
             ScalarValue::try_from_array(&array, 0).map_err(|e| e.message().to_string())

@@ -55,9 +55,7 @@ pub fn guard(expr: Expr, schema: &DFSchema) -> Transformed<Expr> {
         Expr::Cast(Cast { expr, field }) => {
             Transformed::yes(Expr::TryCast(TryCast { expr, field }))
         }
-        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-            binary(*left, op, *right, schema)
-        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => binary(*left, op, *right, schema),
         Expr::ScalarFunction(function) => scalar_function(function, schema),
         other => Transformed::no(other),
     }
@@ -120,7 +118,10 @@ fn binary(left: Expr, op: Operator, right: Expr, schema: &DFSchema) -> Transform
 /// The byte length of a text value, 0 for NULL.
 fn bytes(expr: &Expr) -> Expr {
     datafusion::functions::core::expr_fn::coalesce(vec![
-        Expr::TryCast(TryCast::new(Box::new(octet_length(expr.clone())), DataType::Int64)),
+        Expr::TryCast(TryCast::new(
+            Box::new(octet_length(expr.clone())),
+            DataType::Int64,
+        )),
         lit(0i64),
     ])
 }

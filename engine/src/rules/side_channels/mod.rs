@@ -153,7 +153,9 @@ fn check_one(expr: &Expr, schema: &DFSchema) -> Result<(), Refusal> {
             };
             match window.params.args.get(position) {
                 None => Ok(()),
-                Some(argument) => check_literal(name, position, argument, Literal::Between(low, high)),
+                Some(argument) => {
+                    check_literal(name, position, argument, Literal::Between(low, high))
+                }
             }
         }
         Expr::Like(like) | Expr::SimilarTo(like) => check_pattern(like, expr),
@@ -223,7 +225,12 @@ fn check_one(expr: &Expr, schema: &DFSchema) -> Result<(), Refusal> {
     }
 }
 
-fn check_literal(name: &str, position: usize, argument: &Expr, rule: Literal) -> Result<(), Refusal> {
+fn check_literal(
+    name: &str,
+    position: usize,
+    argument: &Expr,
+    rule: Literal,
+) -> Result<(), Refusal> {
     let place = place_of(argument);
     let refuse = |what: String| {
         Err(Refusal::new(
@@ -286,7 +293,10 @@ fn check_scalar(
     let first = function.args.first().and_then(|a| type_of(a, schema));
     match name {
         "ceil" | "floor" | "round" | "trunc"
-            if matches!(first, Some(DataType::Decimal128(..) | DataType::Decimal256(..))) =>
+            if matches!(
+                first,
+                Some(DataType::Decimal128(..) | DataType::Decimal256(..))
+            ) =>
         {
             Err(side_channel(
                 format!("{name} of a decimal can overflow its precision"),
@@ -330,10 +340,7 @@ fn check_date_part(
     };
     if matches!(argument_type, DataType::Duration(_)) {
         return Err(side_channel(
-            format!(
-                "{} of a duration can overflow",
-                function.name()
-            ),
+            format!("{} of a duration can overflow", function.name()),
             "take date parts of dates and timestamps",
             expr,
         ));
@@ -369,7 +376,11 @@ fn check_date_part(
         None => Err(side_channel(
             format!(
                 "{} is not a date part of {argument_type}",
-                function.args.first().map(|a| a.to_string()).unwrap_or_default()
+                function
+                    .args
+                    .first()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
             ),
             "use a part such as 'year', 'month', 'day' or 'hour'",
             expr,
@@ -430,13 +441,17 @@ fn check_binary(binary: &BinaryExpr, expr: &Expr, schema: &DFSchema) -> Result<(
     if !arithmetic {
         return Ok(());
     }
-    let (Some(left), Some(right)) = (type_of(&binary.left, schema), type_of(&binary.right, schema))
-    else {
+    let (Some(left), Some(right)) = (
+        type_of(&binary.left, schema),
+        type_of(&binary.right, schema),
+    ) else {
         return Ok(());
     };
     // Decimals are computed on their native integers, and fail when those
     // overflow: refuse what the operands' precisions could overflow.
-    if let (Some((p1, s1, max)), Some((p2, s2, _))) = (decimal_digits(&left), decimal_digits(&right)) {
+    if let (Some((p1, s1, max)), Some((p2, s2, _))) =
+        (decimal_digits(&left), decimal_digits(&right))
+    {
         let (p1, s1, p2, s2) = (i32::from(p1), i32::from(s1), i32::from(p2), i32::from(s2));
         let needed = match binary.op {
             Operator::Plus | Operator::Minus => (p1 - s1).max(p2 - s2) + s1.max(s2) + 1,
@@ -485,7 +500,9 @@ fn check_binary(binary: &BinaryExpr, expr: &Expr, schema: &DFSchema) -> Result<(
         };
         if guards::safe_range(moment, days).is_none() {
             return Err(side_channel(
-                format!("moving a {moment} by this interval can take it out of the range of its type"),
+                format!(
+                    "moving a {moment} by this interval can take it out of the range of its type"
+                ),
                 "use a shorter interval, or cast to a date first",
                 expr,
             ));
