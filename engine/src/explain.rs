@@ -10,7 +10,7 @@ use datafusion::sql::unparser::plan_to_sql;
 use seuil_policies::Role;
 
 use crate::cells::PERSONS_COLUMN;
-use crate::error::EngineError;
+use crate::error::{EngineError, plan_fault};
 use crate::rewrite::RewrittenQuery;
 
 /// A rewritten query, explained.
@@ -26,10 +26,6 @@ pub struct Explanation {
     pub rules: Vec<String>,
 }
 
-fn df(e: datafusion::error::DataFusionError) -> EngineError {
-    EngineError::Execution(format!("internal planning error: {e}"))
-}
-
 /// The threshold of the release step as a filter, so that the whole rewrite
 /// reads as SQL. (The release step itself runs on the computed cells.)
 fn release_as_plan(
@@ -38,7 +34,7 @@ fn release_as_plan(
     role: &Role,
 ) -> Result<LogicalPlan, EngineError> {
     let threshold = col(Column::from_name(PERSONS_COLUMN)).gt_eq(lit(i64::from(role.min_persons)));
-    let filtered = Filter::try_new(threshold, Arc::new(cells.clone())).map_err(df)?;
+    let filtered = Filter::try_new(threshold, Arc::new(cells.clone())).map_err(plan_fault)?;
     let schema = Arc::clone(cells.schema());
     let exprs: Vec<Expr> = (0..outputs)
         .map(|i| {
@@ -47,7 +43,7 @@ fn release_as_plan(
         })
         .collect();
     Ok(LogicalPlan::Projection(
-        Projection::try_new(exprs, Arc::new(LogicalPlan::Filter(filtered))).map_err(df)?,
+        Projection::try_new(exprs, Arc::new(LogicalPlan::Filter(filtered))).map_err(plan_fault)?,
     ))
 }
 

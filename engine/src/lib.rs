@@ -519,7 +519,7 @@ impl Engine {
                     b.with_schema(Arc::clone(&output_schema))
                         .map_err(DataFusionError::from)
                 })
-                .map_err(|e| DataFusionError::Execution(query::execution_error(e).to_string()))
+                .map_err(|e| DataFusionError::External(Box::new(query::execution_error(e))))
         });
         Ok(QueryResult {
             schema: Arc::clone(&schema),

@@ -86,9 +86,9 @@ struct SizeVisitor<'a> {
 impl SizeVisitor<'_> {
     fn check(&self, what: &str, count: usize, max: usize) -> ControlFlow<EngineError> {
         if count > max {
-            ControlFlow::Break(limit(format!(
-                "the query has {count} {what}; the limit is {max}"
-            )))
+            // The walk stops at the first excess: `count` may not be the
+            // query's whole count.
+            ControlFlow::Break(limit(format!("the query has more than {max} {what}")))
         } else {
             ControlFlow::Continue(())
         }
@@ -201,5 +201,73 @@ pub fn check_statement(statement: &DfStatement, limits: &QueryLimits) -> Result<
     match inner.visit(&mut visitor) {
         ControlFlow::Break(error) => Err(error),
         ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::parser::DFParser;
+
+    fn check(sql: &str, limits: &QueryLimits) -> Result<(), EngineError> {
+        check_text(sql, limits)?;
+        let statements = DFParser::parse_sql(sql).expect("SQL that parses");
+        check_statement(&statements[0], limits)
+    }
+
+    fn refused(sql: &str, limits: &QueryLimits, what: &str) {
+        match check(sql, limits) {
+            Err(EngineError::Limit(message)) => assert!(message.contains(what), "{message}"),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_limit_refuses_just_past_it() {
+        let limits = QueryLimits {
+            max_tokens: 60,
+            max_expression_depth: 5,
+            max_joins: 2,
+            max_set_branches: 2,
+            max_in_list: 3,
+            max_grouping_sets: 4,
+        };
+        let ok = "SELECT a FROM t JOIN u ON t.x = u.x JOIN v ON u.x = v.x WHERE a IN (1, 2, 3) GROUP BY ROLLUP(a, b, c)";
+        assert!(check(ok, &limits).is_ok());
+        refused(
+            &format!("SELECT 1 {}", "+ 1 ".repeat(40)),
+            &limits,
+            "tokens",
+        );
+        refused(
+            "SELECT ((((((a))))))",
+            &limits,
+            "levels of nested expressions",
+        );
+        refused(
+            "SELECT a FROM t JOIN u ON t.x = u.x JOIN v ON u.x = v.x JOIN w ON v.x = w.x",
+            &limits,
+            "tables and subqueries",
+        );
+        refused(
+            "SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3",
+            &limits,
+            "branches",
+        );
+        refused(
+            "SELECT a FROM t WHERE a IN (1, 2, 3, 4)",
+            &limits,
+            "IN list",
+        );
+        refused(
+            "SELECT a FROM t GROUP BY CUBE(a, b, c)",
+            &limits,
+            "grouping sets",
+        );
+        refused(
+            "SELECT a FROM t GROUP BY ROLLUP(a), ROLLUP(b, c)",
+            &limits,
+            "grouping sets",
+        );
     }
 }

@@ -24,7 +24,7 @@ use datafusion::logical_expr::{
 use seuil_policies::{Policy, Role};
 
 use crate::catalog::DataCatalog;
-use crate::error::{EngineError, Place, Refusal, Rule};
+use crate::error::{EngineError, Place, Refusal, Rule, plan_fault};
 use crate::rules::min_persons::ReleaseStep;
 use crate::rules::{
     aggregates_only, identifiers, margins, min_persons, person_lineage, side_channels,
@@ -67,10 +67,6 @@ pub fn place_of_column(column: &Column) -> Option<Place> {
         line: span.start.line,
         column: span.start.column,
     })
-}
-
-fn df(e: datafusion::error::DataFusionError) -> EngineError {
-    EngineError::Execution(format!("internal planning error: {e}"))
 }
 
 /// The rewrite of one query for one role.
@@ -242,9 +238,7 @@ impl<'a> PrivacyRewrite<'a> {
     fn pass_through(&mut self, plan: &LogicalPlan) -> Result<Node, EngineError> {
         let inputs = plan.inputs();
         let [input] = inputs.as_slice() else {
-            return Err(EngineError::Execution(
-                "internal planning error: expected one input".into(),
-            ));
+            return Err(EngineError::internal("a node of one input has several"));
         };
         let input = self.rewrite(input)?;
         let mut exprs = Vec::new();
@@ -257,7 +251,9 @@ impl<'a> PrivacyRewrite<'a> {
             }
             exprs.push(side_channels::neutralise(expr, input.plan.schema())?);
         }
-        let rebuilt = plan.with_new_exprs(exprs, vec![input.plan]).map_err(df)?;
+        let rebuilt = plan
+            .with_new_exprs(exprs, vec![input.plan])
+            .map_err(plan_fault)?;
         Ok(Node {
             plan: rebuilt,
             privacy: input.privacy,
@@ -280,7 +276,8 @@ impl<'a> PrivacyRewrite<'a> {
         match input.privacy {
             Privacy::Private(lineage) => {
                 exprs.push(col(lineage.person.clone()));
-                let rebuilt = Projection::try_new(exprs, Arc::new(input.plan)).map_err(df)?;
+                let rebuilt =
+                    Projection::try_new(exprs, Arc::new(input.plan)).map_err(plan_fault)?;
                 let schema = Arc::clone(&rebuilt.schema);
                 let mut renamed: HashMap<Column, Vec<Column>> = HashMap::new();
                 for (i, expr) in rebuilt.expr.iter().enumerate() {
@@ -309,7 +306,7 @@ impl<'a> PrivacyRewrite<'a> {
             }
             privacy => Ok(Node {
                 plan: LogicalPlan::Projection(
-                    Projection::try_new(exprs, Arc::new(input.plan)).map_err(df)?,
+                    Projection::try_new(exprs, Arc::new(input.plan)).map_err(plan_fault)?,
                 ),
                 privacy,
             }),
@@ -324,7 +321,7 @@ impl<'a> PrivacyRewrite<'a> {
         let predicate = side_channels::neutralise(filter.predicate.clone(), input.plan.schema())?;
         Ok(Node {
             plan: LogicalPlan::Filter(
-                Filter::try_new(predicate, Arc::new(input.plan)).map_err(df)?,
+                Filter::try_new(predicate, Arc::new(input.plan)).map_err(plan_fault)?,
             ),
             privacy: input.privacy,
         })
@@ -335,8 +332,8 @@ impl<'a> PrivacyRewrite<'a> {
             return Err(reserved_name(alias.alias.table()));
         }
         let input = self.rewrite(&alias.input)?;
-        let rebuilt =
-            SubqueryAlias::try_new(Arc::new(input.plan), alias.alias.clone()).map_err(df)?;
+        let rebuilt = SubqueryAlias::try_new(Arc::new(input.plan), alias.alias.clone())
+            .map_err(plan_fault)?;
         let privacy = match input.privacy {
             Privacy::Private(lineage) => {
                 Privacy::Private(Box::new(lineage.requalified(&rebuilt.schema)))
@@ -358,7 +355,8 @@ impl<'a> PrivacyRewrite<'a> {
                 // Aggregates of public data or of released cells: nothing to protect.
                 let group = named(&aggregate.group_expr, input.plan.schema())?;
                 let aggr = named(&aggregate.aggr_expr, input.plan.schema())?;
-                let rebuilt = Aggregate::try_new(Arc::new(input.plan), group, aggr).map_err(df)?;
+                let rebuilt =
+                    Aggregate::try_new(Arc::new(input.plan), group, aggr).map_err(plan_fault)?;
                 return Ok(Node {
                     plan: LogicalPlan::Aggregate(rebuilt),
                     privacy,
@@ -418,7 +416,7 @@ impl<'a> PrivacyRewrite<'a> {
         let mut group = named(&aggregate.group_expr, input.schema())?;
         group.push(col(lineage.person.clone()));
         let aggr = named(&aggregate.aggr_expr, input.schema())?;
-        let rebuilt = Aggregate::try_new(Arc::new(input), group, aggr).map_err(df)?;
+        let rebuilt = Aggregate::try_new(Arc::new(input), group, aggr).map_err(plan_fault)?;
         let schema = Arc::clone(&rebuilt.schema);
         let mut renamed: HashMap<Column, Vec<Column>> = HashMap::new();
         for (i, expr) in rebuilt.group_expr.iter().enumerate() {
@@ -457,7 +455,7 @@ impl<'a> PrivacyRewrite<'a> {
             }
         }
         let exprs = named(&window.window_expr, input.plan.schema())?;
-        let rebuilt = Window::try_new(exprs, Arc::new(input.plan)).map_err(df)?;
+        let rebuilt = Window::try_new(exprs, Arc::new(input.plan)).map_err(plan_fault)?;
         let privacy = match input.privacy {
             Privacy::Private(mut lineage) => {
                 let first = rebuilt.schema.fields().len() - rebuilt.window_expr.len();
@@ -602,7 +600,7 @@ impl<'a> PrivacyRewrite<'a> {
                 Privacy::Public
             };
             let plans = inputs.into_iter().map(|n| Arc::new(n.plan)).collect();
-            let rebuilt = Union::try_new(plans).map_err(df)?;
+            let rebuilt = Union::try_new(plans).map_err(plan_fault)?;
             return Ok(Node {
                 plan: LogicalPlan::Union(rebuilt),
                 privacy,
@@ -659,15 +657,15 @@ impl<'a> PrivacyRewrite<'a> {
                     });
                 }
                 None => {
-                    let null = ScalarValue::try_from(&person_type).map_err(df)?;
+                    let null = ScalarValue::try_from(&person_type).map_err(plan_fault)?;
                     exprs.push(lit(null).alias(&person_name));
                 }
             }
             aligned.push(Arc::new(LogicalPlan::Projection(
-                Projection::try_new(exprs, Arc::new(node.plan)).map_err(df)?,
+                Projection::try_new(exprs, Arc::new(node.plan)).map_err(plan_fault)?,
             )));
         }
-        let rebuilt = Union::try_new(aligned).map_err(df)?;
+        let rebuilt = Union::try_new(aligned).map_err(plan_fault)?;
         let schema = Arc::clone(&rebuilt.schema);
         let last = schema.fields().len() - 1;
         let lineage = PersonLineage {
@@ -790,7 +788,7 @@ fn rebuild_join(
             join.null_equality,
             join.null_aware,
         )
-        .map_err(df)?,
+        .map_err(plan_fault)?,
     ))
 }
 
@@ -814,7 +812,7 @@ fn one_person_after_join(
     exprs.push(
         person_lineage::joined_person(join_type, &left.person, &right.person).alias(person_name),
     );
-    let projection = Projection::try_new(exprs, Arc::new(joined)).map_err(df)?;
+    let projection = Projection::try_new(exprs, Arc::new(joined)).map_err(plan_fault)?;
     let last = projection.schema.fields().len() - 1;
     let person = output_column(&projection.schema, last);
     let mut keys: Vec<Vec<Column>> = match join_type {

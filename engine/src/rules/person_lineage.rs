@@ -26,7 +26,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableScan,
 use seuil_policies::{ColumnClass, Policy, TableKind};
 
 use crate::catalog::DataCatalog;
-use crate::error::{EngineError, Refusal, Rule};
+use crate::error::{EngineError, Refusal, Rule, plan_fault};
 use crate::person_index::PERSON_NUMBER;
 use crate::rewrite::lineage::{Node, PersonLineage, Privacy, bare_column};
 use crate::rules::scopes;
@@ -39,10 +39,6 @@ pub struct ScanRewrite<'a> {
     pub data: &'a DataCatalog,
     /// The role's row filters by table, unqualified.
     pub row_filters: &'a std::collections::BTreeMap<String, Expr>,
-}
-
-fn df(e: datafusion::error::DataFusionError) -> EngineError {
-    EngineError::Execution(format!("internal planning error: {e}"))
 }
 
 impl ScanRewrite<'_> {
@@ -71,11 +67,11 @@ impl ScanRewrite<'_> {
             provider_as_source(Arc::clone(provider)),
             None,
         )
-        .map_err(df)?;
+        .map_err(plan_fault)?;
         if let Some(filter) = self.row_filters.get(table) {
             builder = builder
-                .filter(scopes::requalify(filter, &alias).map_err(df)?)
-                .map_err(df)?;
+                .filter(scopes::requalify(filter, &alias).map_err(plan_fault)?)
+                .map_err(plan_fault)?;
         }
         Ok(builder)
     }
@@ -133,12 +129,12 @@ impl ScanRewrite<'_> {
                 .collect();
             builder = builder
                 .join(
-                    right.build().map_err(df)?,
+                    right.build().map_err(plan_fault)?,
                     JoinType::Inner,
                     (left_keys, right_keys),
                     None,
                 )
-                .map_err(df)?;
+                .map_err(plan_fault)?;
             person = Column::new(Some(alias.clone()), person_column);
             current = alias;
         }
@@ -168,9 +164,9 @@ impl ScanRewrite<'_> {
                         .iter()
                         .map(|name| Expr::Column(Column::new(Some(qualifier.clone()), name))),
                 )
-                .map_err(df)?
+                .map_err(plan_fault)?
                 .build()
-                .map_err(df)?;
+                .map_err(plan_fault)?;
             return Ok(Node {
                 plan: with_scan_extras(plan, scan)?,
                 privacy: Privacy::Public,
@@ -188,9 +184,9 @@ impl ScanRewrite<'_> {
         projection.push(Expr::Column(person).alias_qualified(Some(qualifier.clone()), person_name));
         let plan = builder
             .project(projection)
-            .map_err(df)?
+            .map_err(plan_fault)?
             .build()
-            .map_err(df)?;
+            .map_err(plan_fault)?;
 
         let in_output = |name: &String| visible.contains(name);
         let mut keys: Vec<Vec<Column>> = self
@@ -237,12 +233,12 @@ impl ScanRewrite<'_> {
 fn with_scan_extras(plan: LogicalPlan, scan: &TableScan) -> Result<LogicalPlan, EngineError> {
     let mut builder = LogicalPlanBuilder::from(plan);
     for filter in &scan.filters {
-        builder = builder.filter(filter.clone()).map_err(df)?;
+        builder = builder.filter(filter.clone()).map_err(plan_fault)?;
     }
     if let Some(fetch) = scan.fetch {
-        builder = builder.limit(0, Some(fetch)).map_err(df)?;
+        builder = builder.limit(0, Some(fetch)).map_err(plan_fault)?;
     }
-    builder.build().map_err(df)
+    builder.build().map_err(plan_fault)
 }
 
 /// The columns of `exprs` that are bare columns.

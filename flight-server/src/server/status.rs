@@ -45,15 +45,18 @@ pub fn error_kind(error: &EngineError) -> &'static str {
     }
 }
 
-/// An error met while streaming a result. The engine turns its own errors
-/// into `Execution` errors holding its data-free message; anything else is
-/// reported by kind only.
+/// An error met while streaming a result. The engine passes its own error,
+/// boxed: it is mapped like any engine error; anything else is reported by
+/// kind only.
 pub fn from_stream(error: &DataFusionError) -> Status {
     match error {
-        DataFusionError::Execution(message) if message.starts_with("limit reached") => {
-            Status::resource_exhausted(message.clone())
-        }
-        DataFusionError::Execution(message) => Status::internal(message.clone()),
+        DataFusionError::External(inner) => match inner.downcast_ref::<EngineError>() {
+            Some(engine) => from_engine(engine),
+            None => {
+                tracing::warn!("query failed while streaming");
+                Status::internal("query failed while running")
+            }
+        },
         DataFusionError::ResourcesExhausted(_) => {
             Status::resource_exhausted("limit reached: the query needs more memory than allowed")
         }
@@ -122,6 +125,16 @@ mod tests {
         }
         let setup = from_engine(&EngineError::Setup("/secret/path missing".into()));
         assert!(!setup.message().contains("/secret"));
+    }
+
+    #[test]
+    fn a_stream_error_of_the_engine_keeps_its_code() {
+        let limit = DataFusionError::External(Box::new(EngineError::Limit("memory".into())));
+        assert_eq!(from_stream(&limit).code(), Code::ResourceExhausted);
+        let other = DataFusionError::Execution("value 42 failed".into());
+        let status = from_stream(&other);
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("42"));
     }
 
     #[test]
