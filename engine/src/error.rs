@@ -6,8 +6,15 @@
 
 use std::fmt;
 
+use datafusion::common::Column;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::Expr;
+use serde::{Deserialize, Serialize};
+
 /// The rule of the privacy contract (DESIGN.md §2) that refused a query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Serialised as its stable [`Rule::code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Rule {
     /// Rule 1: a result built from private tables is released only as aggregates.
     AggregatesOnly,
@@ -169,6 +176,48 @@ pub enum EngineError {
     /// and holds no data values.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The audit log could not take the query's line, so the query was
+    /// stopped (nothing is released unaudited).
+    #[error("{0}")]
+    Audit(String),
+}
+
+/// The kind of an engine error, as the audit log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Refused by a rule.
+    Refused,
+    /// Malformed SQL or unknown names.
+    InvalidQuery,
+    /// A role the policy does not define.
+    UnknownRole,
+    /// A limit: size, memory, time, queue.
+    Limit,
+    /// A failure while running.
+    Execution,
+    /// The engine cannot run queries on this policy and data.
+    Setup,
+    /// A fault of seuil itself.
+    Internal,
+    /// The audit log could not be written.
+    Audit,
+}
+
+impl ErrorKind {
+    /// The kind's stable name.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::Refused => "refused",
+            ErrorKind::InvalidQuery => "invalid_query",
+            ErrorKind::UnknownRole => "unknown_role",
+            ErrorKind::Limit => "limit",
+            ErrorKind::Execution => "execution",
+            ErrorKind::Setup => "setup",
+            ErrorKind::Internal => "internal",
+            ErrorKind::Audit => "audit",
+        }
+    }
 }
 
 impl EngineError {
@@ -180,6 +229,46 @@ impl EngineError {
     /// A fault of seuil itself.
     pub fn internal(detail: impl Into<String>) -> Self {
         EngineError::Internal(detail.into())
+    }
+
+    /// The error's kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EngineError::Refused(_) => ErrorKind::Refused,
+            EngineError::InvalidQuery(_) => ErrorKind::InvalidQuery,
+            EngineError::UnknownRole(_) => ErrorKind::UnknownRole,
+            EngineError::Limit(_) => ErrorKind::Limit,
+            EngineError::Execution(_) => ErrorKind::Execution,
+            EngineError::Setup(_) => ErrorKind::Setup,
+            EngineError::Internal(_) => ErrorKind::Internal,
+            EngineError::Audit(_) => ErrorKind::Audit,
+        }
+    }
+
+    /// What a client is told. Refusals, invalid queries, limits and
+    /// execution failures say what the client can act on (they hold no data
+    /// values); setup problems, internal faults and audit failures may name
+    /// files or internals, which are for the operator's log only.
+    pub fn client_message(&self) -> String {
+        match self {
+            EngineError::Refused(_)
+            | EngineError::InvalidQuery(_)
+            | EngineError::Limit(_)
+            | EngineError::Execution(_) => self.to_string(),
+            EngineError::UnknownRole(_) => {
+                "your user's role is not defined by the policy in force; ask the operator"
+                    .to_string()
+            }
+            EngineError::Setup(_) => {
+                "the server cannot run queries right now; see its log".to_string()
+            }
+            EngineError::Internal(_) => {
+                "internal error of seuil; the operator's log has the detail".to_string()
+            }
+            EngineError::Audit(_) => {
+                "internal error while writing the audit log; see the server log".to_string()
+            }
+        }
     }
 
     /// The refusal, if this is one.
@@ -202,4 +291,27 @@ impl From<Refusal> for EngineError {
     fn from(refusal: Refusal) -> Self {
         EngineError::Refused(refusal)
     }
+}
+
+/// The place in the SQL of the first column an expression references.
+pub fn place_of(expr: &Expr) -> Option<Place> {
+    let mut place = None;
+    let _ = expr.apply(|e| {
+        if let Expr::Column(column) = e
+            && let Some(p) = place_of_column(column)
+        {
+            place = Some(p);
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    place
+}
+
+/// The place in the SQL of a column reference, when the planner recorded it.
+pub fn place_of_column(column: &Column) -> Option<Place> {
+    column.spans().first().map(|span| Place {
+        line: span.start.line,
+        column: span.start.column,
+    })
 }

@@ -9,8 +9,8 @@ use datafusion::logical_expr::{Expr, Filter, LogicalPlan, Projection, col, lit};
 use datafusion::sql::unparser::plan_to_sql;
 use seuil_policies::Role;
 
-use crate::cells::PERSONS_COLUMN;
 use crate::error::{EngineError, plan_fault};
+use crate::lineage::PERSONS_COLUMN;
 use crate::rewrite::RewrittenQuery;
 
 /// A rewritten query, explained.
@@ -77,6 +77,6 @@ pub fn explain(rewritten: &RewrittenQuery, role: &Role) -> Result<Explanation, E
     Ok(Explanation {
         sql,
         plan: plan_text,
-        rules: rewritten.notes.iter().cloned().collect(),
+        rules: rewritten.notes.iter().map(ToString::to_string).collect(),
     })
 }

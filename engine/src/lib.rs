@@ -53,16 +53,23 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
+pub mod cancellation;
 pub mod catalog;
 pub mod cells;
 pub mod error;
 mod explain;
+pub mod functions;
+mod hints;
 pub mod limits;
+pub mod lineage;
+pub mod options;
 pub mod person_index;
 mod query;
 pub mod release;
 pub mod rewrite;
 pub mod rules;
+pub mod session;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,23 +77,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
-use seuil_policies::{Diagnostics, Mode, Policy, PolicySource, Role};
+use seuil_policies::{Diagnostics, Policy, PolicySource, Role};
 
+use audit::{AuditRecord, AuditSink, Outcome};
+use cancellation::{CancelOnDrop, Cancellation};
 pub use catalog::DataCatalog;
-pub use error::{EngineError, Place, Refusal, Rule};
+pub use catalog::{IndexOpening, PersonIndex};
+use cells::ReleaseStep;
+pub use error::{EngineError, ErrorKind, Place, Refusal, Rule};
 pub use explain::Explanation;
-pub use person_index::{IndexOpening, PersonIndex, PersonIndexSetting};
+pub use limits::Deadline;
+pub use options::{EngineOptions, PersonIndexSetting};
 pub use release::{ReleaseReport, SuppressedCell, SuppressionReason};
-use rules::min_persons::ReleaseStep;
+pub use session::session_config;
 
 /// A user as the engine sees one: a name for the audit and a role for the rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,41 +114,6 @@ impl User {
         Self {
             name: name.into(),
             role: role.into(),
-        }
-    }
-}
-
-/// Limits and resources of an engine.
-#[derive(Debug, Clone)]
-pub struct EngineOptions {
-    /// Memory for query execution; beyond it, operators spill to disk or the
-    /// query fails with a limit error. `None` for no limit.
-    pub memory_limit_bytes: Option<usize>,
-    /// Parallelism of each query; the number of cores when `None`.
-    pub target_partitions: Option<usize>,
-    /// Longest SQL text accepted, in bytes.
-    pub max_sql_bytes: usize,
-    /// Deepest nesting of the SQL accepted (parser recursion).
-    pub max_nesting: usize,
-    /// The size of a query accepted, checked before planning.
-    pub limits: limits::QueryLimits,
-    /// Most cells one released aggregate may have (they are held in memory
-    /// for the release step).
-    pub max_cells: usize,
-    /// Where the person index is kept ([`person_index`]).
-    pub person_index: PersonIndexSetting,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        Self {
-            memory_limit_bytes: None,
-            target_partitions: None,
-            max_sql_bytes: 100_000,
-            max_nesting: 64,
-            limits: limits::QueryLimits::default(),
-            max_cells: 1_000_000,
-            person_index: PersonIndexSetting::default(),
         }
     }
 }
@@ -197,6 +173,27 @@ struct RoleRuntime {
     row_filters: BTreeMap<String, Expr>,
 }
 
+/// Runs `work` until `deadline`, if there is one.
+async fn within<T>(
+    deadline: Option<Deadline>,
+    work: impl Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline.instant(), work)
+            .await
+            .unwrap_or_else(|_| Err(deadline.exceeded())),
+        None => work.await,
+    }
+}
+
+/// A role as one query uses it: its rules, its session, and the mechanism
+/// that releases its cells.
+struct RoleSetup<'a> {
+    role: &'a Role,
+    runtime: &'a RoleRuntime,
+    mechanism: Arc<dyn release::ReleaseMechanism>,
+}
+
 struct EngineInner {
     policy: Policy,
     data: DataCatalog,
@@ -208,6 +205,9 @@ struct EngineInner {
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<EngineInner>,
+    /// Where this engine's queries are audited ([`audit`]); `None` for an
+    /// engine that tests and tools use on their own.
+    audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -217,35 +217,6 @@ impl std::fmt::Debug for Engine {
             .field("data", &self.inner.data.location)
             .finish_non_exhaustive()
     }
-}
-
-/// The DataFusion settings every seuil session uses.
-pub fn session_config(options: &EngineOptions) -> SessionConfig {
-    let mut config = SessionConfig::new()
-        .with_default_catalog_and_schema("seuil", "public")
-        .with_information_schema(true);
-    if let Some(partitions) = options.target_partitions {
-        config = config.with_target_partitions(partitions);
-    }
-    let settings = config.options_mut();
-    // Refusals point at the place in the SQL.
-    settings.sql_parser.collect_spans = true;
-    // Plain UTF-8 strings: the view types are not understood by every client.
-    settings.execution.parquet.schema_force_view_types = false;
-    if let Ok(limit) = datafusion::config::ConfigNonZeroUsize::try_new(options.max_nesting) {
-        settings.sql_parser.recursion_limit = limit;
-    }
-    config
-}
-
-fn runtime(options: &EngineOptions) -> Result<Arc<RuntimeEnv>, EngineError> {
-    let mut builder = RuntimeEnvBuilder::new();
-    if let Some(limit) = options.memory_limit_bytes {
-        builder = builder.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
-    }
-    builder
-        .build_arc()
-        .map_err(|e| EngineError::Setup(format!("cannot set up the query runtime: {e}")))
 }
 
 impl Engine {
@@ -312,11 +283,10 @@ impl Engine {
                 "the person index was built for another policy's person paths".to_string(),
             ));
         }
-        let runtime = runtime(&options)?;
+        let runtime = session::runtime(&options)?;
         let mut roles = BTreeMap::new();
         for role in policy.roles.values() {
-            let ctx =
-                SessionContext::new_with_config_rt(session_config(&options), Arc::clone(&runtime));
+            let ctx = session::context(&options, Arc::clone(&runtime));
             rules::scopes::register_scoped_tables(&ctx, &policy, role, &data)?;
             let row_filters = rules::scopes::parse_row_filters(&ctx, role, &data)?;
             roles.insert(role.name.clone(), RoleRuntime { ctx, row_filters });
@@ -328,7 +298,42 @@ impl Engine {
                 roles,
                 options,
             }),
+            audit: None,
         })
+    }
+
+    /// The same engine, auditing every query it checks or runs to `sink`:
+    /// a line before it starts and one when it ends, each written before
+    /// the query goes on ([`audit`]). The server and the CLI set one.
+    pub fn with_audit(mut self, sink: Arc<dyn AuditSink>) -> Engine {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// Writes an audit line, if the engine audits.
+    async fn audit(&self, record: AuditRecord) -> Result<(), EngineError> {
+        match &self.audit {
+            Some(sink) => sink.append(record).await.map_err(|unavailable| {
+                tracing::error!(%unavailable, "audit log");
+                EngineError::Audit(unavailable.to_string())
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Audits the end of a query that failed, and gives its error back (or
+    /// the audit's own, if the line cannot be written).
+    async fn audit_failure(&self, record: AuditRecord, error: EngineError) -> EngineError {
+        tracing::info!(
+            user = %record.user,
+            rule = error.refusal().map_or("-", |r| r.rule.code()),
+            error = error.kind().code(),
+            "query not run"
+        );
+        match self.audit(record.failed(&error)).await {
+            Ok(()) => error,
+            Err(audit_failure) => audit_failure,
+        }
     }
 
     /// The policy in force.
@@ -348,7 +353,7 @@ impl Engine {
         self.inner.roles.get(role).map(|r| &r.ctx)
     }
 
-    fn role(&self, user: &User) -> Result<(&Role, &RoleRuntime), EngineError> {
+    fn role(&self, user: &User) -> Result<RoleSetup<'_>, EngineError> {
         let role = self
             .inner
             .policy
@@ -360,17 +365,11 @@ impl Engine {
             .roles
             .get(&user.role)
             .ok_or_else(|| EngineError::UnknownRole(user.role.clone()))?;
-        if role.mode == Mode::Dp {
-            return Err(EngineError::refused(
-                Rule::Mode,
-                format!(
-                    "role {} is in differential privacy mode, which this version of seuil does not serve yet; no result is released rather than an unprotected one",
-                    role.name
-                ),
-                "ask for a threshold-mode role",
-            ));
-        }
-        Ok((role, runtime))
+        Ok(RoleSetup {
+            role,
+            runtime,
+            mechanism: release::mechanism_for(role)?,
+        })
     }
 
     async fn rewrite(
@@ -378,17 +377,19 @@ impl Engine {
         user: &User,
         sql: &str,
         params: &[ScalarValue],
-    ) -> Result<(&Role, &RoleRuntime, rewrite::RewrittenQuery), EngineError> {
-        let (role, runtime) = self.role(user)?;
-        let plan = query::plan_user_query(&runtime.ctx, sql, &self.inner.options, params).await?;
+    ) -> Result<(RoleSetup<'_>, rewrite::RewrittenQuery), EngineError> {
+        let setup = self.role(user)?;
+        let plan =
+            query::plan_user_query(&setup.runtime.ctx, sql, &self.inner.options, params).await?;
         let rewritten = rewrite::PrivacyRewrite::new(
             &self.inner.policy,
-            role,
+            setup.role,
             &self.inner.data,
-            &runtime.row_filters,
+            &setup.runtime.row_filters,
+            setup.mechanism.cells_needs(),
         )
         .run(&plan)?;
-        Ok((role, runtime, rewritten))
+        Ok((setup, rewritten))
     }
 
     /// Checks a query without running it, for prepared statements: its
@@ -396,8 +397,27 @@ impl Engine {
     /// schema carries the static release metadata (policy, mode, threshold);
     /// the counts of released cells come with each result.
     pub async fn prepare(&self, user: &User, sql: &str) -> Result<PreparedQuery, EngineError> {
-        let (role, runtime) = self.role(user)?;
-        let plan = query::plan_statement(&runtime.ctx, sql, &self.inner.options).await?;
+        self.prepare_before(user, sql, None).await
+    }
+
+    /// [`Engine::prepare`], stopped at `deadline` if it has one. Checking a
+    /// query reads no private data: only a failed check is audited.
+    pub async fn prepare_before(
+        &self,
+        user: &User,
+        sql: &str,
+        deadline: Option<Deadline>,
+    ) -> Result<PreparedQuery, EngineError> {
+        let record = AuditRecord::new(&user.name, &user.role, sql, Outcome::Error);
+        match within(deadline, self.check(user, sql)).await {
+            Ok(prepared) => Ok(prepared),
+            Err(error) => Err(self.audit_failure(record, error).await),
+        }
+    }
+
+    async fn check(&self, user: &User, sql: &str) -> Result<PreparedQuery, EngineError> {
+        let setup = self.role(user)?;
+        let plan = query::plan_statement(&setup.runtime.ctx, sql, &self.inner.options).await?;
         let fields = query::parameter_fields(&plan)?;
         // Typed NULLs stand for the parameters while the rewrite checks the query.
         let placeholders: Vec<ScalarValue> = fields
@@ -426,8 +446,8 @@ impl Engine {
                 })
                 .collect::<Vec<_>>(),
         ));
-        let (_, _, rewritten) = self.rewrite(user, sql, &placeholders).await?;
-        let report = ReleaseReport::new(&self.inner.policy, role);
+        let (_, rewritten) = self.rewrite(user, sql, &placeholders).await?;
+        let report = ReleaseReport::new(&self.inner.policy, setup.role);
         let result = Arc::new(Schema::new_with_metadata(
             rewritten.plan.schema().as_arrow().fields().clone(),
             report.static_metadata(),
@@ -448,64 +468,57 @@ impl Engine {
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<QueryResult, EngineError> {
+        self.query_before(user, sql, params, None).await
+    }
+
+    /// [`Engine::query_with_params`], stopped at `deadline` if it has one
+    /// (the release step too: its work is cancelled with the query). An
+    /// auditing engine writes the query's first line before planning and its
+    /// last before the result can stream.
+    pub async fn query_before(
+        &self,
+        user: &User,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        deadline: Option<Deadline>,
+    ) -> Result<QueryResult, EngineError> {
+        let started = AuditRecord::started(
+            &user.name,
+            &user.role,
+            sql,
+            params.iter().map(ScalarValue::to_string).collect(),
+        );
+        // On disk before the engine runs: a query that brings the process
+        // down leaves this line.
+        self.audit(started.clone()).await?;
+        match within(deadline, self.run(user, sql, params)).await {
+            Ok(result) => {
+                let ended = started
+                    .next(Outcome::Ok)
+                    .released(&result.report, &result.rewritten_plan);
+                self.audit(ended).await?;
+                Ok(result)
+            }
+            Err(error) => Err(self
+                .audit_failure(started.next(Outcome::Error), error)
+                .await),
+        }
+    }
+
+    async fn run(
+        &self,
+        user: &User,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryResult, EngineError> {
         let started = Instant::now();
-        let (role, runtime, rewritten) = self.rewrite(user, sql, &params).await?;
+        let (setup, rewritten) = self.rewrite(user, sql, &params).await?;
         let mut timings = QueryTimings {
             planning: started.elapsed(),
             ..QueryTimings::default()
         };
-        let mut report = ReleaseReport::new(&self.inner.policy, role);
-        let groups = release::release_groups(&rewritten.releases)?;
-        let cancellation = release::Cancellation::default();
-        let _cancel_on_drop = release::CancelOnDrop(cancellation.clone());
-        let mut computed: Vec<Option<release::ComputedCells>> =
-            rewritten.releases.iter().map(|_| None).collect();
-        for (i, step) in rewritten.releases.iter().enumerate() {
-            let computing = Instant::now();
-            let cells = query::collect(
-                &runtime.ctx,
-                step.cells.clone(),
-                self.inner.options.max_cells,
-            )
-            .await?;
-            timings.computing_cells += computing.elapsed();
-            let releasing = Instant::now();
-            computed[i] = Some(release::primary(step, cells, role)?);
-            // A group of aggregates over the same rows is released once its
-            // last member is computed, so that their margins are protected
-            // together.
-            for group in groups.iter().filter(|g| g.last() == Some(&i)) {
-                let steps: Vec<&ReleaseStep> =
-                    group.iter().map(|&j| &rewritten.releases[j]).collect();
-                let cells = group
-                    .iter()
-                    .map(|&j| {
-                        computed[j]
-                            .take()
-                            .ok_or_else(|| EngineError::internal("cells released twice"))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                // The attacker's linear programs are CPU work that may be
-                // long: they run off the async threads, and stop when the
-                // query is dropped (timeout, client gone).
-                let steps: Vec<ReleaseStep> = steps.into_iter().cloned().collect();
-                let owned_role = role.clone();
-                let cancel = cancellation.clone();
-                let mut owned_report =
-                    std::mem::replace(&mut report, ReleaseReport::new(&self.inner.policy, role));
-                let (released, returned) = tokio::task::spawn_blocking(move || {
-                    let steps: Vec<&ReleaseStep> = steps.iter().collect();
-                    let released =
-                        release::release(&steps, cells, &owned_role, &mut owned_report, &cancel);
-                    (released, owned_report)
-                })
-                .await
-                .map_err(|_| EngineError::internal("the release step stopped"))?;
-                report = returned;
-                timings.secondary_suppression += released?;
-            }
-            timings.release_rules += releasing.elapsed();
-        }
+        let report = self.release(&setup, &rewritten, &mut timings).await?;
+        let runtime = setup.runtime;
         let rewritten_plan = rewritten.plan.display_indent().to_string();
         let stream = query::stream(&runtime.ctx, rewritten.plan).await?;
         let schema: SchemaRef = Arc::new(Schema::new_with_metadata(
@@ -530,9 +543,72 @@ impl Engine {
         })
     }
 
+    /// Computes the cells of each released aggregate of a rewritten query
+    /// and has the role's mechanism release them, so that the rest of the
+    /// plan reads released cells only.
+    async fn release(
+        &self,
+        setup: &RoleSetup<'_>,
+        rewritten: &rewrite::RewrittenQuery,
+        timings: &mut QueryTimings,
+    ) -> Result<ReleaseReport, EngineError> {
+        let mut report = ReleaseReport::new(&self.inner.policy, setup.role);
+        let groups = release::release_groups(&rewritten.releases)?;
+        let cancellation = Cancellation::default();
+        let _cancel_on_drop = CancelOnDrop(cancellation.clone());
+        let mut computed: Vec<Option<Vec<RecordBatch>>> =
+            rewritten.releases.iter().map(|_| None).collect();
+        for (i, step) in rewritten.releases.iter().enumerate() {
+            let computing = Instant::now();
+            computed[i] = Some(
+                query::collect(
+                    &setup.runtime.ctx,
+                    step.cells.clone(),
+                    self.inner.options.max_cells,
+                )
+                .await?,
+            );
+            timings.computing_cells += computing.elapsed();
+            // A group of aggregates over the same rows is released once its
+            // last member is computed, so that their margins are protected
+            // together.
+            for group in groups.iter().filter(|g| g.last() == Some(&i)) {
+                let releasing = Instant::now();
+                let steps: Vec<ReleaseStep> = group
+                    .iter()
+                    .map(|&j| rewritten.releases[j].clone())
+                    .collect();
+                let cells = group
+                    .iter()
+                    .map(|&j| {
+                        computed[j]
+                            .take()
+                            .ok_or_else(|| EngineError::internal("cells released twice"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                // The release is CPU work that may be long (the attacker's
+                // linear programs): it runs off the async threads, and stops
+                // when the query is dropped (timeout, client gone).
+                let mechanism = Arc::clone(&setup.mechanism);
+                let cancel = cancellation.clone();
+                let (released, returned) = tokio::task::spawn_blocking(move || {
+                    let steps: Vec<&ReleaseStep> = steps.iter().collect();
+                    let released = mechanism.release(&steps, cells, &mut report, &cancel);
+                    (released, report)
+                })
+                .await
+                .map_err(|_| EngineError::internal("the release step stopped"))?;
+                report = returned;
+                timings.secondary_suppression += released?;
+                timings.release_rules += releasing.elapsed();
+            }
+        }
+        Ok(report)
+    }
+
     /// Shows how a query is rewritten, without running it.
     pub async fn explain(&self, user: &User, sql: &str) -> Result<Explanation, EngineError> {
-        let (role, _, rewritten) = self.rewrite(user, sql, &[]).await?;
-        explain::explain(&rewritten, role)
+        let (setup, rewritten) = self.rewrite(user, sql, &[]).await?;
+        explain::explain(&rewritten, setup.role)
     }
 }

@@ -10,6 +10,7 @@
 //! limits it enforces.
 
 use std::ops::ControlFlow;
+use std::time::Duration;
 
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
@@ -18,7 +19,20 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
+use tokio::time::Instant;
+
 use crate::error::EngineError;
+
+/// Most distinct grouping expressions of one table with margins: cell masks
+/// are 64-bit, and each dimension doubles what `CUBE` expands to.
+pub const MAX_GROUPING_DIMENSIONS: usize = 16;
+
+/// Most grouping sets of one aggregate (a `CUBE` of 8 expressions).
+pub const MAX_GROUPING_SETS: usize = 256;
+
+/// Most cells of one table with margins: the attacker's linear programs
+/// grow with them.
+pub const MAX_MARGIN_CELLS: usize = 50_000;
 
 /// How large a query may be. The defaults let any statistician's query
 /// through, with an order of magnitude to spare.
@@ -47,7 +61,7 @@ impl Default for QueryLimits {
             max_joins: 32,
             max_set_branches: 64,
             max_in_list: 2_000,
-            max_grouping_sets: crate::rules::margins::MAX_GROUPING_SETS,
+            max_grouping_sets: MAX_GROUPING_SETS,
         }
     }
 }
@@ -201,6 +215,49 @@ pub fn check_statement(statement: &DfStatement, limits: &QueryLimits) -> Result<
     match inner.visit(&mut visitor) {
         ControlFlow::Break(error) => Err(error),
         ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// Thirty years: the deadline of a query whose configured timeout is too
+/// large to represent.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// When a query must be done by.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    at: Instant,
+    seconds: u64,
+}
+
+impl Deadline {
+    /// `seconds` from now.
+    pub fn after(seconds: u64) -> Self {
+        let now = Instant::now();
+        Self {
+            // A timeout too large to represent means no timeout in practice.
+            at: now
+                .checked_add(Duration::from_secs(seconds))
+                .unwrap_or_else(|| now + FAR_FUTURE),
+            seconds,
+        }
+    }
+
+    /// The instant.
+    pub fn instant(&self) -> Instant {
+        self.at
+    }
+
+    /// The timeout it was set with, in seconds.
+    pub fn seconds(&self) -> u64 {
+        self.seconds
+    }
+
+    /// The error of a query stopped by this deadline.
+    pub fn exceeded(&self) -> EngineError {
+        EngineError::Limit(format!(
+            "the query ran longer than {} seconds and was stopped; narrow it or aggregate more",
+            self.seconds
+        ))
     }
 }
 

@@ -35,7 +35,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -54,12 +54,11 @@ use futures::TryStreamExt;
 use seuil_policies::{Policy, TableKind};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{DataCatalog, FileTable};
+use crate::catalog::{DataCatalog, FileTable, IndexOpening, PersonIndex};
 use crate::error::EngineError;
 use crate::rules::person_lineage::ScanRewrite;
 
-/// The column of a keyed table that holds the number of the row's person.
-pub const PERSON_NUMBER: &str = "__seuil_person_number";
+pub use crate::lineage::PERSON_NUMBER;
 
 /// Bumped whenever what a keyed table holds changes, so that older indexes
 /// are rebuilt rather than misread.
@@ -72,53 +71,7 @@ const MANIFEST: &str = "manifest.json";
 /// removed by the next build.
 const ABANDONED_BUILD_AGE: Duration = Duration::from_secs(24 * 3600);
 
-/// Where the engine keeps its person index.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum PersonIndexSetting {
-    /// In `.seuil-index` inside the data folder.
-    #[default]
-    InDataFolder,
-    /// In this folder (for a read-only data folder).
-    Folder(PathBuf),
-    /// No index: every scan joins along the policy's path.
-    Off,
-}
-
-/// The keyed copies of the private tables, for one data folder and one
-/// policy lineage.
-#[derive(Debug, Clone)]
-pub struct PersonIndex {
-    folder: PathBuf,
-    lineage: String,
-    tables: BTreeMap<String, Arc<dyn TableProvider>>,
-    opening: IndexOpening,
-}
-
-/// What opening the index did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IndexOpening {
-    /// An index of the same data and lineage was there already.
-    Reused,
-    /// The index was built now, in this time.
-    Built(Duration),
-}
-
 impl PersonIndex {
-    /// The keyed copy of private table `table`.
-    pub fn table(&self, table: &str) -> Option<&Arc<dyn TableProvider>> {
-        self.tables.get(table)
-    }
-
-    /// Whether opening found the index or built it.
-    pub fn opening(&self) -> &IndexOpening {
-        &self.opening
-    }
-
-    /// The folder the keyed tables are read from.
-    pub fn folder(&self) -> &Path {
-        &self.folder
-    }
-
     /// True when the index was built for the person and paths of `policy`.
     pub fn serves(&self, policy: &Policy) -> bool {
         self.lineage == lineage_signature(policy)
@@ -279,11 +232,11 @@ async fn build(
     // One partition: the keyed tables keep the rows in the order of their
     // source, so the person numbers of a person's consecutive rows form runs
     // that Parquet stores in a few bytes.
-    let options = crate::EngineOptions {
+    let options = crate::options::EngineOptions {
         target_partitions: Some(1),
-        ..crate::EngineOptions::default()
+        ..crate::options::EngineOptions::default()
     };
-    let ctx = SessionContext::new_with_config(crate::session_config(&options));
+    let ctx = crate::session::standalone_context(&options);
     let person_table = policy.person.table.as_str();
     let person_plan = numbered_persons(policy, data)?;
     write_table(
@@ -470,8 +423,7 @@ async fn open_keyed(
     data: &DataCatalog,
     folder: &Path,
 ) -> Result<BTreeMap<String, Arc<dyn TableProvider>>, EngineError> {
-    let ctx =
-        SessionContext::new_with_config(crate::session_config(&crate::EngineOptions::default()));
+    let ctx = crate::session::standalone_context(&crate::options::EngineOptions::default());
     let mut tables = BTreeMap::new();
     for table in private_tables(policy, data) {
         let keyed = open_table(&ctx, table, folder).await?;

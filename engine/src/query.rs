@@ -19,9 +19,9 @@ use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::parser::ParserError;
 
-use crate::EngineOptions;
 use crate::error::EngineError;
 use crate::limits;
+use crate::options::EngineOptions;
 use crate::rules::read_only;
 
 /// Maps a DataFusion error met while parsing or planning. Planning reads no

@@ -22,9 +22,9 @@ use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Expr, ExprSchemable, lit};
 use seuil_policies::Role;
 
+use crate::error::place_of;
 use crate::error::{EngineError, Refusal, Rule};
-use crate::rewrite::lineage::{PersonLineage, bare_column, expr_sensitivity};
-use crate::rewrite::place_of;
+use crate::lineage::{PersonLineage, bare_column, expr_sensitivity};
 
 /// Which order statistic, as it is trimmed over persons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

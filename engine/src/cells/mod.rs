@@ -6,7 +6,7 @@
 //!
 //! - the number of distinct persons of the cell (rule 2), counted up to the
 //!   threshold where an exact count is not needed
-//!   ([`crate::rules::distinct_persons`]);
+//!   ([`crate::functions::persons_up_to`]);
 //! - for each value that is not computed from every row of the cell (a
 //!   FILTER, a NULL or zero argument, see [`measures::Value::contributing_rows`]),
 //!   the number of persons who contribute to it: rule 2 read per value;
@@ -17,63 +17,28 @@
 //! statistics over persons) are computed in several levels
 //! ([`per_person`]); the others in one aggregate ([`single_level`]).
 
+mod layout;
 pub mod measures;
 mod per_person;
 mod single_level;
+pub mod step;
 
-use datafusion::common::DFSchemaRef;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::catalog::default_table_source::provider_as_source;
+use datafusion::common::{Column, DFSchemaRef, TableReference};
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Projection, TableScanBuilder};
 use seuil_policies::Role;
 
-use crate::error::EngineError;
-use crate::rewrite::lineage::PersonLineage;
+use crate::error::{EngineError, plan_fault};
+use crate::lineage::PersonLineage;
+use crate::rules::margins::shape_of;
+pub use layout::{CellsLayout, CellsNeeds, DominanceColumns, MeasureLayout};
 pub use measures::{Measure, MeasureKind, OrderKind, Value};
+pub use step::{ReleaseStep, ReleasedCells};
 
-/// Name of the per-cell distinct-person count in the cells plan.
-pub const PERSONS_COLUMN: &str = "__seuil_persons";
-
-/// Where the dominance rules find one sensitive measure's numbers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DominanceColumns {
-    /// The measure's position among the aggregate's values.
-    pub measure: usize,
-    /// Column of the cell's total of per-person contributions.
-    pub total: usize,
-    /// Columns of the largest, second largest, ... contributions.
-    pub largest: Vec<usize>,
-}
-
-/// One released value, as the release step reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeasureLayout {
-    /// How it combines across cells.
-    pub kind: MeasureKind,
-    /// Column of the number of persons who contribute to it, when not every
-    /// person of the cell does.
-    pub contributors: Option<usize>,
-    /// True when a role that rounds rounds it: every value but
-    /// `GROUPING(...)`, which names the cell's margin.
-    pub rounded: bool,
-}
-
-/// The layout of a cells plan's output.
-#[derive(Debug, Clone)]
-pub struct CellsLayout {
-    /// Columns that are the aggregate's own output, in its order.
-    pub output_columns: usize,
-    /// Among them, the leading group columns (with `__grouping_id` for
-    /// grouping sets).
-    pub group_columns: usize,
-    /// For grouping sets: the number of distinct group expressions and the
-    /// position of `__grouping_id`.
-    pub grouping: Option<(usize, usize)>,
-    /// Each aggregate value, in order.
-    pub measures: Vec<MeasureLayout>,
-    /// Column of the distinct-person count.
-    pub persons: usize,
-    /// The dominance inputs of each sensitive measure.
-    pub dominance: Vec<DominanceColumns>,
-}
+pub use crate::lineage::PERSONS_COLUMN;
 
 /// Builds the cells plan of a released aggregate over `input`: resolves its
 /// values ([`measures::resolve`]) and picks the plan they need.
@@ -84,28 +49,92 @@ pub fn cells_plan(
     original_schema: &DFSchemaRef,
     lineage: &PersonLineage,
     role: &Role,
+    needs: CellsNeeds,
 ) -> Result<(LogicalPlan, CellsLayout), EngineError> {
     let values = aggr_expr
         .iter()
         .map(|call| measures::resolve(call, lineage, role, input.schema()))
         .collect::<Result<Vec<_>, _>>()?;
     if values.iter().any(Value::needs_persons) {
-        per_person::PerPersonPlan::new(input, group_expr, &values, lineage, role)?
+        per_person::PerPersonPlan::new(input, group_expr, &values, lineage, role, needs)?
             .build(original_schema)
     } else {
-        single_level::cells_plan(input, group_expr, &values, lineage, role)
+        single_level::cells_plan(input, group_expr, &values, lineage, needs)
     }
 }
 
-/// How many largest contributions the role's dominance rules look at.
-pub fn dominance_depth(role: &Role) -> usize {
-    let nk = role.dominance.map_or(0, |d| d.n as usize);
-    let p = if role.p_percent.is_some() { 2 } else { 0 };
-    nk.max(p)
+/// A released aggregate as the rewrite rebuilt it: its input (private rows
+/// with their person column), its group and aggregate expressions.
+#[derive(Debug)]
+pub struct RewrittenAggregate {
+    /// The rewritten input.
+    pub input: LogicalPlan,
+    /// The group expressions, named as in the user's aggregate.
+    pub group_expr: Vec<Expr>,
+    /// The aggregate calls, named as in the user's aggregate.
+    pub aggr_expr: Vec<Expr>,
 }
 
-/// The number of distinct expressions of a grouping set, and the position of
-/// `__grouping_id` among the aggregate's group columns.
-fn grouping_info(group_expr: &[Expr], group_columns: usize) -> Option<(usize, usize)> {
-    matches!(group_expr, [Expr::GroupingSet(_)]).then(|| (group_columns - 1, group_columns - 1))
+/// Builds the cells plan of the released aggregate `id` and the node that
+/// replaces the aggregate in the rest of the plan: a projection of the
+/// released cells with the aggregate's own column names and qualifiers.
+/// `original` is the user's aggregate, before the rewrite.
+pub fn release_aggregate(
+    id: usize,
+    rewritten: RewrittenAggregate,
+    original: &Aggregate,
+    lineage: &PersonLineage,
+    role: &Role,
+    needs: CellsNeeds,
+) -> Result<(ReleaseStep, LogicalPlan), EngineError> {
+    let original_schema: &DFSchemaRef = &original.schema;
+    let RewrittenAggregate {
+        input,
+        group_expr,
+        aggr_expr,
+    } = rewritten;
+    let (cells, layout) = cells_plan(
+        input,
+        group_expr,
+        aggr_expr,
+        original_schema,
+        lineage,
+        role,
+        needs,
+    )?;
+    let additive: Vec<bool> = layout
+        .measures
+        .iter()
+        .map(|m| m.kind.is_additive())
+        .collect();
+    let margins = shape_of(original, &additive);
+    let cells_schema = Arc::clone(cells.schema());
+    let fields: Vec<Field> = (0..layout.output_columns)
+        .map(|i| {
+            let field = cells_schema.field(i);
+            Field::new(format!("c{i}"), field.data_type().clone(), true)
+        })
+        .collect();
+    let released = Arc::new(ReleasedCells::new(Arc::new(Schema::new(fields))));
+    let step = ReleaseStep {
+        id,
+        cells,
+        layout,
+        margins,
+        released: Arc::clone(&released),
+    };
+    let name = TableReference::bare(step.table_name());
+    let scan = TableScanBuilder::new(name.clone(), provider_as_source(released))
+        .build()
+        .map_err(plan_fault)?;
+    let exprs: Vec<Expr> = (0..step.layout.output_columns)
+        .map(|i| {
+            let (qualifier, field) = cells_schema.qualified_field(i);
+            Expr::Column(Column::new(Some(name.clone()), format!("c{i}")))
+                .alias_qualified(qualifier.cloned(), field.name())
+        })
+        .collect();
+    let projection =
+        Projection::try_new(exprs, Arc::new(LogicalPlan::TableScan(scan))).map_err(plan_fault)?;
+    Ok((step, LogicalPlan::Projection(projection)))
 }

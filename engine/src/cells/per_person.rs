@@ -17,9 +17,9 @@
 //! 4. per cell ([`PerPersonPlan::per_cell`]): the released values, the
 //!    persons, the contributors of each value, and for each sensitive sum its
 //!    total and largest per-person contributions (found by
-//!    [`crate::rules::largest`] in this same aggregate, without sorting the
+//!    [`crate::functions::nth_largest`] in this same aggregate, without sorting the
 //!    persons of each cell). Floating-point sums over persons are exact
-//!    ([`crate::rules::exact_sum`]), so they do not depend on the order in
+//!    ([`crate::functions::exact_sum`]), so they do not depend on the order in
 //!    which persons arrive;
 //! 5. a projection to the user's columns, names and types
 //!    ([`PerPersonPlan::output`]).
@@ -39,16 +39,15 @@ use datafusion::logical_expr::{
 };
 use seuil_policies::Role;
 
+use super::layout::{CellsLayout, CellsNeeds, DominanceColumns, MeasureLayout};
+use super::measures::{Measure, OrderKind, Value};
 use super::single_level::contributor_conditions;
-use super::{
-    CellsLayout, DominanceColumns, Measure, MeasureLayout, OrderKind, PERSONS_COLUMN, Value,
-    dominance_depth,
-};
+use crate::error::place_of;
 use crate::error::{EngineError, Refusal, Rule, plan_fault};
-use crate::rewrite::lineage::{PersonLineage, output_column};
-use crate::rewrite::place_of;
-use crate::rules::exact_sum::exact_sum;
-use crate::rules::largest::nth_largest;
+use crate::functions::exact_sum;
+use crate::functions::nth_largest;
+use crate::lineage::PERSONS_COLUMN;
+use crate::lineage::{PersonLineage, output_column};
 
 /// How a level-1 partial combines at later levels.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -116,6 +115,7 @@ pub(super) struct PerPersonPlan<'a> {
     values: &'a [Value],
     person: Column,
     role: &'a Role,
+    needs: CellsNeeds,
     grouping_set: Option<GroupingSet>,
     distinct_groups: Vec<Expr>,
     partials: Vec<Partial>,
@@ -214,6 +214,7 @@ impl<'a> PerPersonPlan<'a> {
         values: &'a [Value],
         lineage: &PersonLineage,
         role: &'a Role,
+        needs: CellsNeeds,
     ) -> Result<Self, EngineError> {
         let grouping_set = match group_expr.as_slice() {
             [Expr::GroupingSet(set)] => Some(set.clone()),
@@ -229,6 +230,7 @@ impl<'a> PerPersonPlan<'a> {
             values,
             person: lineage.person.clone(),
             role,
+            needs,
             grouping_set,
             distinct_groups,
             partials: Vec::new(),
@@ -523,7 +525,7 @@ impl<'a> PerPersonPlan<'a> {
     /// for each value, the name of its rank column, if it needs one.
     /// (Windows rather than ordered aggregates: one aggregate cannot order
     /// by several expressions. The largest contributions of the dominance
-    /// rules do not need them: see [`crate::rules::largest`].)
+    /// rules do not need them: see [`crate::functions::nth_largest`].)
     fn ranked(
         &self,
         mut per_person: PerPerson,
@@ -631,7 +633,7 @@ impl<'a> PerPersonPlan<'a> {
                     .alias(format!("__seuil_contributors_{c}")),
             );
         }
-        let largest = dominance_depth(self.role);
+        let largest = self.needs.largest;
         for (measure, partial) in self.dominance_partials.iter().filter(|_| largest > 0) {
             aggregates.push(sum_over_persons(*partial).alias(format!("__seuil_total_{measure}")));
             // The largest contributions are taken as Float64, as the release
@@ -696,7 +698,7 @@ impl<'a> PerPersonPlan<'a> {
             exprs.push(named(format!("__seuil_contributors_{c}")));
         }
         let mut dominance = Vec::new();
-        let largest = dominance_depth(self.role);
+        let largest = self.needs.largest;
         for (measure, _) in self.dominance_partials.iter().filter(|_| largest > 0) {
             exprs.push(named(format!("__seuil_total_{measure}")));
             let total = exprs.len() - 1;

@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, col};
-use seuil_policies::Role;
 
-use super::{CellsLayout, MeasureLayout, PERSONS_COLUMN, Value, grouping_info};
+use super::layout::{CellsLayout, CellsNeeds, MeasureLayout, grouping_info};
+use super::measures::Value;
 use crate::error::{EngineError, plan_fault};
-use crate::rewrite::lineage::PersonLineage;
-use crate::rules::distinct_persons::persons_up_to;
+use crate::functions::persons_up_to;
+use crate::lineage::PERSONS_COLUMN;
+use crate::lineage::PersonLineage;
 
 /// The persons counted up to `k` over the rows `rows` keeps (all when `None`).
 pub(super) fn persons_of(person: Expr, k: u32, rows: Option<Expr>) -> Expr {
@@ -53,15 +54,15 @@ pub(super) fn cells_plan(
     group_expr: Vec<Expr>,
     values: &[Value],
     lineage: &PersonLineage,
-    role: &Role,
+    needs: CellsNeeds,
 ) -> Result<(LogicalPlan, CellsLayout), EngineError> {
     let (conditions, positions) = contributor_conditions(values, &input);
     let person = col(lineage.person.clone());
     let mut cells_aggr: Vec<Expr> = values.iter().map(|v| v.call.clone()).collect();
-    cells_aggr.push(persons_of(person.clone(), role.min_persons, None).alias(PERSONS_COLUMN));
+    cells_aggr.push(persons_of(person.clone(), needs.persons_up_to, None).alias(PERSONS_COLUMN));
     for (i, rows) in conditions.into_iter().enumerate() {
         cells_aggr.push(
-            persons_of(person.clone(), role.min_persons, Some(rows))
+            persons_of(person.clone(), needs.persons_up_to, Some(rows))
                 .alias(format!("__seuil_contributors_{i}")),
         );
     }

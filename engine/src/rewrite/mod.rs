@@ -9,8 +9,6 @@
 //! module per rule of DESIGN.md §2; this module only walks the plan and calls
 //! them where they apply.
 
-pub mod lineage;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -24,14 +22,13 @@ use datafusion::logical_expr::{
 use seuil_policies::{Policy, Role};
 
 use crate::catalog::DataCatalog;
-use crate::error::{EngineError, Place, Refusal, Rule, plan_fault};
-use crate::rules::min_persons::ReleaseStep;
-use crate::rules::{
-    aggregates_only, identifiers, margins, min_persons, person_lineage, side_channels,
-};
-use lineage::{
+use crate::cells::{self, CellsNeeds, ReleaseStep};
+use crate::error::{EngineError, Place, Refusal, Rule, place_of, place_of_column, plan_fault};
+use crate::hints;
+use crate::lineage::{
     Node, PERSON_COLUMN, PersonLineage, Privacy, RESERVED_PREFIX, bare_column, output_column,
 };
+use crate::rules::{aggregates_only, identifiers, margins, person_lineage, side_channels};
 
 /// The rewritten query: the plan that produces the result from released
 /// cells, and the released aggregates whose cells must be computed and
@@ -42,31 +39,35 @@ pub struct RewrittenQuery {
     pub plan: LogicalPlan,
     /// The released aggregates, innermost first.
     pub releases: Vec<ReleaseStep>,
-    /// What the rewrite did, in words, for `explain`.
-    pub notes: BTreeSet<String>,
+    /// What the rewrite did, rule by rule, for `explain`.
+    pub notes: BTreeSet<Note>,
 }
 
-/// The place in the SQL of the first column an expression references.
-pub fn place_of(expr: &Expr) -> Option<Place> {
-    let mut place = None;
-    let _ = expr.apply(|e| {
-        if let Expr::Column(column) = e
-            && let Some(p) = place_of_column(column)
-        {
-            place = Some(p);
-            return Ok(TreeNodeRecursion::Stop);
+/// What one rule did to a query, in words, for `explain`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Note {
+    /// The rule that acted.
+    pub rule: Rule,
+    /// What it did.
+    pub text: String,
+}
+
+impl Note {
+    fn new(rule: Rule, text: impl Into<String>) -> Self {
+        Self {
+            rule,
+            text: text.into(),
         }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    place
+    }
 }
 
-/// The place in the SQL of a column reference, when the planner recorded it.
-pub fn place_of_column(column: &Column) -> Option<Place> {
-    column.spans().first().map(|span| Place {
-        line: span.start.line,
-        column: span.start.column,
-    })
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.rule.number() {
+            Some(n) => write!(f, "{} (rule {n}): {}", self.rule.title(), self.text),
+            None => write!(f, "{}: {}", self.rule.title(), self.text),
+        }
+    }
 }
 
 /// The rewrite of one query for one role.
@@ -75,8 +76,9 @@ pub struct PrivacyRewrite<'a> {
     role: &'a Role,
     data: &'a DataCatalog,
     row_filters: &'a BTreeMap<String, Expr>,
+    needs: CellsNeeds,
     releases: Vec<ReleaseStep>,
-    notes: BTreeSet<String>,
+    notes: BTreeSet<Note>,
     person_columns: usize,
     depth: usize,
 }
@@ -94,18 +96,21 @@ impl<'a> PrivacyRewrite<'a> {
         format!("{PERSON_COLUMN}_{}", self.person_columns)
     }
 
-    /// A rewrite for `role` of `policy` over `data`.
+    /// A rewrite for `role` of `policy` over `data`, whose cells plans
+    /// compute what the role's release mechanism `needs`.
     pub fn new(
         policy: &'a Policy,
         role: &'a Role,
         data: &'a DataCatalog,
         row_filters: &'a BTreeMap<String, Expr>,
+        needs: CellsNeeds,
     ) -> Self {
         Self {
             policy,
             role,
             data,
             row_filters,
+            needs,
             releases: Vec::new(),
             notes: BTreeSet::new(),
             person_columns: 0,
@@ -116,10 +121,11 @@ impl<'a> PrivacyRewrite<'a> {
     /// Rewrites an analyzed user plan.
     pub fn run(mut self, plan: &LogicalPlan) -> Result<RewrittenQuery, EngineError> {
         let root = self.rewrite(plan)?;
-        aggregates_only::check_root(&root)?;
+        aggregates_only::check_root(&root, self.policy, self.data)?;
         for table in self.row_filters.keys() {
-            self.notes.insert(format!(
-                "scopes (rule 8): the role's row filter on {table} applies under every scan of it"
+            self.notes.insert(Note::new(
+                Rule::Scopes,
+                format!("the role's row filter on {table} applies under every scan of it"),
             ));
         }
         Ok(RewrittenQuery {
@@ -166,17 +172,12 @@ impl<'a> PrivacyRewrite<'a> {
                         .iter()
                         .map(|l| l.table.as_str())
                         .collect();
-                    self.notes.insert(if path.is_empty() {
-                        format!(
-                            "person lineage (rule 3): {table} holds the person {}",
-                            self.policy.person.column
-                        )
+                    let text = if path.is_empty() {
+                        format!("{table} holds the person {}", self.policy.person.column)
                     } else {
-                        format!(
-                            "person lineage (rule 3): {table} reaches the person through {}",
-                            path.join(" -> ")
-                        )
-                    });
+                        format!("{table} reaches the person through {}", path.join(" -> "))
+                    };
+                    self.notes.insert(Note::new(Rule::PersonLineage, text));
                 }
                 Ok(node)
             }
@@ -292,7 +293,7 @@ impl<'a> PrivacyRewrite<'a> {
                 let mut output = lineage.through(&renamed, person);
                 for (i, expr) in rebuilt.expr.iter().enumerate() {
                     if bare_column(expr).is_none()
-                        && let Some(sensitivity) = lineage::expr_sensitivity(expr, &lineage)
+                        && let Some(sensitivity) = crate::lineage::expr_sensitivity(expr, &lineage)
                     {
                         output
                             .sensitive
@@ -386,17 +387,25 @@ impl<'a> PrivacyRewrite<'a> {
         let group = named(&aggregate.group_expr, input.plan.schema())?;
         let aggr = named(&aggregate.aggr_expr, input.plan.schema())?;
         let id = self.releases.len();
-        let (step, replacement) = min_persons::release_aggregate(
-            id, input.plan, group, aggr, aggregate, &lineage, self.role,
-        )?;
+        let rewritten = cells::RewrittenAggregate {
+            input: input.plan,
+            group_expr: group,
+            aggr_expr: aggr,
+        };
+        let (step, replacement) =
+            cells::release_aggregate(id, rewritten, aggregate, &lineage, self.role, self.needs)?;
         if !step.layout.dominance.is_empty() {
-            self.notes.insert(
-                "magnitudes are protected (rule 6): each person's sum of a sensitive column is clamped to its bounds, and cells dominated by their largest persons are suppressed".to_string(),
-            );
+            self.notes.insert(Note::new(
+                Rule::Magnitudes,
+                "each person's sum of a sensitive column is clamped to its bounds, and cells dominated by their largest persons are suppressed",
+            ));
         }
-        self.notes.insert(format!(
-            "persons, not rows, are counted (rule 2): each cell counts distinct persons; cells of fewer than {} persons are suppressed before HAVING, ORDER BY and LIMIT",
-            self.role.min_persons
+        self.notes.insert(Note::new(
+            Rule::MinPersons,
+            format!(
+                "each cell counts distinct persons; cells of fewer than {} persons are suppressed before HAVING, ORDER BY and LIMIT",
+                self.role.min_persons
+            ),
         ));
         self.releases.push(step);
         Ok(Node {
@@ -437,10 +446,10 @@ impl<'a> PrivacyRewrite<'a> {
                     .insert(output_column(&schema, groups + i), sensitivity);
             }
         }
-        self.notes.insert(
-            "person lineage (rule 3): a per-person subquery keeps the person as a group key"
-                .to_string(),
-        );
+        self.notes.insert(Note::new(
+            Rule::PersonLineage,
+            "a per-person subquery keeps the person as a group key",
+        ));
         Ok(Node {
             privacy: Privacy::Private(Box::new(output)),
             plan: LogicalPlan::Aggregate(rebuilt),
@@ -451,7 +460,7 @@ impl<'a> PrivacyRewrite<'a> {
         let input = self.rewrite(&window.input)?;
         if let Some(lineage) = input.privacy.lineage() {
             for expr in &window.window_expr {
-                check_window(expr, lineage)?;
+                check_window(expr, lineage, self.policy)?;
             }
         }
         let exprs = named(&window.window_expr, input.plan.schema())?;
@@ -460,7 +469,7 @@ impl<'a> PrivacyRewrite<'a> {
             Privacy::Private(mut lineage) => {
                 let first = rebuilt.schema.fields().len() - rebuilt.window_expr.len();
                 for (i, expr) in rebuilt.window_expr.iter().enumerate() {
-                    if lineage::expr_sensitivity(expr, &lineage).is_some() {
+                    if crate::lineage::expr_sensitivity(expr, &lineage).is_some() {
                         lineage
                             .sensitive
                             .insert(output_column(&rebuilt.schema, first + i), None);
@@ -508,14 +517,14 @@ impl<'a> PrivacyRewrite<'a> {
 
         match (left.privacy.clone(), right.privacy.clone()) {
             (Privacy::Private(l), Privacy::Private(r)) => {
-                person_lineage::check_join_on_person(&on, &l, &r, place)?;
+                person_lineage::check_join_on_person(&on, &l, &r, place, self.policy)?;
                 // Same person on both sides, whatever else the keys say.
                 on.push((col(l.person.clone()), col(r.person.clone())));
                 let rebuilt = rebuild_join(join, left.plan, right.plan, on, filter)?;
-                self.notes.insert(
-                    "person lineage (rule 3): joins of private tables also match on the person"
-                        .to_string(),
-                );
+                self.notes.insert(Note::new(
+                    Rule::PersonLineage,
+                    "joins of private tables also match on the person",
+                ));
                 match join_type {
                     JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => Ok(Node {
                         plan: rebuilt,
@@ -860,19 +869,19 @@ fn per_person_sensitivity(expr: &Expr, lineage: &PersonLineage) -> Option<Option
         if let [argument] = function.params.args.as_slice()
             && matches!(name, "sum" | "avg" | "mean" | "min" | "max" | "median")
         {
-            return lineage::expr_sensitivity(argument, lineage);
+            return crate::lineage::expr_sensitivity(argument, lineage);
         }
     }
-    lineage::expr_sensitivity(inner, lineage).map(|_| None)
+    crate::lineage::expr_sensitivity(inner, lineage).map(|_| None)
 }
 
 /// A window function over private rows must be partitioned by the person,
 /// and may not read identifiers.
-fn check_window(expr: &Expr, lineage: &PersonLineage) -> Result<(), EngineError> {
+fn check_window(expr: &Expr, lineage: &PersonLineage, policy: &Policy) -> Result<(), EngineError> {
     let mut outcome = Ok(());
     let _ = expr.apply(|e| {
         if let Expr::WindowFunction(window) = e {
-            outcome = check_one_window(window, lineage, e);
+            outcome = check_one_window(window, lineage, e, policy);
             if outcome.is_err() {
                 return Ok(TreeNodeRecursion::Stop);
             }
@@ -887,6 +896,7 @@ fn check_one_window(
     window: &WindowFunction,
     lineage: &PersonLineage,
     expr: &Expr,
+    policy: &Policy,
 ) -> Result<(), EngineError> {
     let partitioned: HashSet<Column> = person_lineage::bare_columns(&window.params.partition_by);
     if !lineage.is_per_person(&partitioned) {
@@ -897,7 +907,10 @@ fn check_one_window(
                     "window function {} over private rows must be partitioned by the person; otherwise it mixes persons",
                     window.fun.name()
                 ),
-                "add PARTITION BY a person key such as ben_nir_psa",
+                format!(
+                    "add PARTITION BY a key that leads to the person, such as {}",
+                    hints::person_keys(policy).join(" or ")
+                ),
             )
             .at(place_of(expr)),
         ));

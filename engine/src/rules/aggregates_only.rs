@@ -9,12 +9,16 @@
 //! columns is an identifier, the message says so too, since a GROUP BY on
 //! that column would not help.
 
+use crate::error::place_of_column;
+use seuil_policies::Policy;
+
+use crate::catalog::DataCatalog;
 use crate::error::{EngineError, Refusal, Rule};
-use crate::rewrite::lineage::{Node, Privacy, output_column};
-use crate::rewrite::place_of_column;
+use crate::hints;
+use crate::lineage::{Node, Privacy, output_column};
 
 /// Refuses a result that would release persons' rows.
-pub fn check_root(root: &Node) -> Result<(), EngineError> {
+pub fn check_root(root: &Node, policy: &Policy, data: &DataCatalog) -> Result<(), EngineError> {
     let Privacy::Private(lineage) = &root.privacy else {
         return Ok(());
     };
@@ -25,7 +29,10 @@ pub fn check_root(root: &Node) -> Result<(), EngineError> {
     let mut refusal = Refusal::new(
         Rule::AggregatesOnly,
         "the result would release rows of private tables (one row per person or per event), not aggregates across persons",
-        "aggregate with GROUP BY on describing columns, for example SELECT prs_nat_ref, count(*) FROM er_prs_f GROUP BY prs_nat_ref; a GROUP BY on a person key is per person and needs an outer aggregate",
+        format!(
+            "aggregate with GROUP BY on describing columns, for example {}; a GROUP BY on a person key is per person and needs an outer aggregate",
+            hints::aggregate_example(policy, &data.data_schema())
+        ),
     );
     if let Some(column) = identifier {
         refusal.message.push_str(&format!(

@@ -23,9 +23,9 @@ use datafusion::common::Column;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
+use crate::error::place_of_column;
 use crate::error::{Refusal, Rule};
-use crate::rewrite::lineage::{PersonLineage, bare_column};
-use crate::rewrite::place_of_column;
+use crate::lineage::{PersonLineage, bare_column};
 
 /// The first identifier column an expression references, if any.
 pub fn first_identifier<'a>(expr: &'a Expr, lineage: &PersonLineage) -> Option<&'a Column> {

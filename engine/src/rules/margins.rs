@@ -42,18 +42,9 @@ use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan};
 use datafusion::scalar::ScalarValue;
 use microlp::{ComparisonOp, OptimizationDirection, Problem};
 
-use crate::release::Cancellation;
+use crate::cancellation::Cancellation;
 
-/// Most distinct grouping expressions of one table with margins: cell masks
-/// are 64-bit, and each dimension doubles what `CUBE` expands to.
-pub const MAX_GROUPING_DIMENSIONS: usize = 16;
-
-/// Most grouping sets of one aggregate (a `CUBE` of 8 expressions).
-pub const MAX_GROUPING_SETS: usize = 256;
-
-/// Most cells of one table with margins: the attacker's linear programs
-/// grow with them.
-pub const MAX_MARGIN_CELLS: usize = 50_000;
+pub use crate::limits::{MAX_GROUPING_DIMENSIONS, MAX_GROUPING_SETS, MAX_MARGIN_CELLS};
 
 /// Refuses, before anything expands them, grouping sets past the caps: a
 /// `CUBE` of `n` expressions is `2^n` sets, and each set copies every input

@@ -1,12 +1,8 @@
 //! The rules of the privacy contract (DESIGN.md §2), one module each, named
 //! after what it enforces. Each module's documentation quotes its rule.
 
-mod aggregate_support;
 pub mod aggregates_only;
-pub mod distinct_persons;
-pub mod exact_sum;
 pub mod identifiers;
-pub mod largest;
 pub mod magnitudes;
 pub mod margins;
 pub mod min_persons;

@@ -27,9 +27,9 @@ use seuil_policies::{ColumnClass, Policy, TableKind};
 
 use crate::catalog::DataCatalog;
 use crate::error::{EngineError, Refusal, Rule, plan_fault};
-use crate::person_index::PERSON_NUMBER;
-use crate::rewrite::lineage::{Node, PersonLineage, Privacy, bare_column};
-use crate::rules::scopes;
+use crate::hints;
+use crate::lineage::PERSON_NUMBER;
+use crate::lineage::{Node, PersonLineage, Privacy, bare_column};
 
 /// Builds the replacement of one user scan.
 pub struct ScanRewrite<'a> {
@@ -70,7 +70,7 @@ impl ScanRewrite<'_> {
         .map_err(plan_fault)?;
         if let Some(filter) = self.row_filters.get(table) {
             builder = builder
-                .filter(scopes::requalify(filter, &alias).map_err(plan_fault)?)
+                .filter(crate::lineage::requalify(filter, &alias).map_err(plan_fault)?)
                 .map_err(plan_fault)?;
         }
         Ok(builder)
@@ -254,6 +254,7 @@ pub fn check_join_on_person(
     left: &PersonLineage,
     right: &PersonLineage,
     place: Option<crate::error::Place>,
+    policy: &Policy,
 ) -> Result<(), Refusal> {
     let left_columns: HashSet<Column> = on
         .iter()
@@ -271,7 +272,10 @@ pub fn check_join_on_person(
         Err(Refusal::new(
             Rule::PersonLineage,
             "a join of two private tables must match rows of the same person; this one could mix persons",
-            "join on the person's identifiers, for example ON a.ben_nir_psa = b.ben_nir_psa (or the stay key eta_num, rsa_num)",
+            format!(
+                "join on the keys that lead to the person: {}",
+                hints::person_keys(policy).join(" or ")
+            ),
         )
         .at(place))
     }

@@ -124,17 +124,3 @@ pub fn parse_row_filters(
     }
     Ok(filters)
 }
-
-/// A row filter with its columns qualified by the scan alias it applies to.
-pub fn requalify(filter: &Expr, alias: &datafusion::common::TableReference) -> DfResult<Expr> {
-    use datafusion::common::tree_node::{Transformed, TreeNode};
-    filter
-        .clone()
-        .transform(|e| match e {
-            Expr::Column(column) => Ok(Transformed::yes(Expr::Column(
-                datafusion::common::Column::new(Some(alias.clone()), column.name),
-            ))),
-            other => Ok(Transformed::no(other)),
-        })
-        .map(|t| t.data)
-}

@@ -2,13 +2,13 @@
 //! the release report.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
 use seuil_engine::{ReleaseReport, User};
 
 use crate::cli::data::{DataArgs, open_audit_log, open_engine};
-use crate::server::audit::{AuditRecord, Outcome, new_query_id, sha256_hex};
 
 /// How to print the result.
 #[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
@@ -97,39 +97,17 @@ pub async fn run(args: &QueryArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let user = User::new(&args.user, role);
-    let mut started = AuditRecord::new(&user.name, &user.role, &args.sql, Outcome::Started);
-    started.query_id = Some(new_query_id());
-    audit.append_async(started.clone()).await?;
+    // The engine audits the query as the server's does: a line when it
+    // starts, one when it ends.
+    let engine = engine.with_audit(Arc::new(audit));
     match engine.query(&user, &args.sql).await {
         Ok(result) => {
-            let mut ended = started.next(Outcome::Ok);
-            ended.plan_sha256 = Some(sha256_hex(&result.rewritten_plan));
-            ended.cells_released = result.report.cells_released;
-            ended.cells_suppressed = result.report.cells_suppressed;
-            ended.values_suppressed = result.report.values_suppressed;
-            ended.suppressed = result
-                .report
-                .suppressed_by_reason
-                .iter()
-                .map(|(reason, n)| (reason.as_str().to_string(), *n))
-                .collect();
-            audit.append_async(ended).await?;
             let batches: Vec<RecordBatch> = result.stream.try_collect().await?;
             println!("{}", format_batches(&batches, args.format)?);
             eprintln!("{}", describe_report(&result.report));
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            let mut ended = started.next(Outcome::Error);
-            match error.refusal() {
-                Some(refusal) => {
-                    ended.outcome = Outcome::Refused;
-                    ended.rule = Some(refusal.rule.code().to_string());
-                }
-                None => ended.error = Some(crate::server::status::error_kind(&error).to_string()),
-            }
-            ended.message = Some(error.to_string());
-            audit.append_async(ended).await?;
             eprintln!("{error}");
             Ok(ExitCode::FAILURE)
         }

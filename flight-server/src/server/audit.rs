@@ -23,11 +23,12 @@
 //! each append takes an exclusive lock on the file and continues the chain
 //! from its last line on disk.
 //!
-//! This module knows nothing of Flight or of the engine: the server and the
-//! CLI build an [`AuditRecord`] from each outcome, and `seuil audit verify`
-//! calls [`verify_file`].
+//! The engine writes the lines of the queries it runs through its
+//! [`AuditSink`] trait, which [`AuditLog`] implements; the server adds the
+//! lines of requests refused before they reach the engine (no query slot,
+//! ingest). This module knows nothing of Flight; `seuil audit verify` calls
+//! [`verify_file`].
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -36,7 +37,8 @@ use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use seuil_engine::audit::{AuditSink, AuditUnavailable};
+use sha2::Sha256;
 
 /// The `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -44,103 +46,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// Lines between two records of the head in the server's log.
 const HEAD_LOG_INTERVAL: u64 = 1_000;
 
-/// What became of a query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Accepted for execution; the line of its end follows.
-    Started,
-    /// Run, and its released cells sent.
-    Ok,
-    /// Refused by a rule of the policy (`rule` says which).
-    Refused,
-    /// Failed for another reason (`error` says which kind), a limit or a
-    /// timeout among them.
-    Error,
-}
-
-/// One event of a query as the server reports it: everything in a line but
-/// the chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    /// When, in RFC 3339 UTC.
-    pub time: String,
-    /// The query's identifier, shared by its lines.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub query_id: Option<String>,
-    /// Who.
-    pub user: String,
-    /// Under which role.
-    pub role: String,
-    /// The SQL as the client sent it.
-    pub sql: String,
-    /// Bound parameters of a prepared statement, as text.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub params: Vec<String>,
-    /// SHA-256 of the rewritten plan's text, when the query was rewritten.
-    pub plan_sha256: Option<String>,
-    /// Cells released.
-    pub cells_released: u64,
-    /// Cells suppressed.
-    pub cells_suppressed: u64,
-    /// Suppressed cells by reason.
-    pub suppressed: BTreeMap<String, u64>,
-    /// Values of released cells suppressed for too few contributors.
-    #[serde(default)]
-    pub values_suppressed: u64,
-    /// What became of the query.
-    pub outcome: Outcome,
-    /// The rule that refused the query (its stable code).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    /// The kind of error, when the query failed otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The refusal or error message the client received (never data values).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-impl AuditRecord {
-    /// A record stamped now, with nothing released yet.
-    pub fn new(user: &str, role: &str, sql: &str, outcome: Outcome) -> Self {
-        Self {
-            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            query_id: None,
-            user: user.to_string(),
-            role: role.to_string(),
-            sql: sql.to_string(),
-            params: Vec::new(),
-            plan_sha256: None,
-            cells_released: 0,
-            cells_suppressed: 0,
-            suppressed: BTreeMap::new(),
-            values_suppressed: 0,
-            outcome,
-            rule: None,
-            error: None,
-            message: None,
-        }
-    }
-
-    /// The same query, for its next line, stamped now.
-    pub fn next(&self, outcome: Outcome) -> Self {
-        let mut next = Self::new(&self.user, &self.role, &self.sql, outcome);
-        next.query_id = self.query_id.clone();
-        next.params = self.params.clone();
-        next
-    }
-}
-
-/// A new query identifier: 128 random bits, in hex.
-pub fn new_query_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
-}
-
-/// The SHA-256 of a text, in hex.
-pub fn sha256_hex(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
+pub use seuil_engine::audit::{AuditRecord, Outcome, new_query_id, sha256_hex};
 
 /// The key of the chain: 256 bits, kept in a file apart from the log,
 /// readable by the server's user only.
@@ -412,6 +318,16 @@ impl AuditLog {
         tokio::task::spawn_blocking(move || log.append(record))
             .await
             .map_err(|_| AuditError::Poisoned)?
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditSink for AuditLog {
+    async fn append(&self, record: AuditRecord) -> Result<(), AuditUnavailable> {
+        self.append_async(record)
+            .await
+            .map(drop)
+            .map_err(|e| AuditUnavailable(e.to_string()))
     }
 }
 
@@ -783,7 +699,7 @@ mod tests {
             "SELECT * FROM ir_ben_r",
             Outcome::Refused,
         );
-        refused.rule = Some("aggregates_only".into());
+        refused.rule = Some(seuil_engine::Rule::AggregatesOnly);
         log.append(refused).unwrap();
         assert_ne!(log.head().unwrap(), before);
         let verified = verify(&std::fs::read(&path).unwrap(), &key(), None).unwrap();

@@ -21,6 +21,7 @@ use crate::config::UserEntry;
 use crate::passwords::hash_password;
 
 use super::logins::Logins;
+use crate::server::status::ServerError;
 
 /// Standard base64, with or without padding: Go's Flight client (under ADBC)
 /// sends Basic credentials unpadded, most others padded.
@@ -73,7 +74,9 @@ fn token_key(token: &str) -> [u8; 32] {
 /// `Basic base64(user:password)` into its two parts.
 fn parse_basic(value: &str) -> Result<(String, String), Status> {
     let malformed = || {
-        Status::unauthenticated("the authorization header is not `Basic <base64 of user:password>`")
+        Status::from(ServerError::Unauthenticated(
+            "the authorization header is not `Basic <base64 of user:password>`".into(),
+        ))
     };
     let encoded = value
         .strip_prefix("Basic ")
@@ -118,9 +121,10 @@ impl Authenticator {
         peer: Option<std::net::IpAddr>,
     ) -> Result<(String, Session), Status> {
         let header = authorization.ok_or_else(|| {
-            Status::unauthenticated(
-                "the Handshake needs an `authorization: Basic <base64 of user:password>` header",
-            )
+            Status::from(ServerError::Unauthenticated(
+                "the Handshake needs an `authorization: Basic <base64 of user:password>` header"
+                    .into(),
+            ))
         })?;
         let (name, password) = parse_basic(header)?;
         self.logins.admit(peer, &name)?;
@@ -135,7 +139,9 @@ impl Authenticator {
             Some(entry) if matches => entry,
             _ => {
                 tracing::info!(user = %name, "authentication failed");
-                return Err(Status::unauthenticated("invalid user name or password"));
+                return Err(Status::from(ServerError::Unauthenticated(
+                    "invalid user name or password".into(),
+                )));
             }
         };
         let token = hex::encode(rand::random::<[u8; 32]>());
@@ -143,10 +149,9 @@ impl Authenticator {
             user: User::new(&name, &entry.role),
         };
         let now = Instant::now();
-        let mut tokens = self
-            .tokens
-            .lock()
-            .map_err(|_| Status::internal("the token store is unavailable"))?;
+        let mut tokens = self.tokens.lock().map_err(|_| {
+            Status::from(ServerError::Unavailable("the token store is unavailable"))
+        })?;
         tokens.retain(|_, t| t.expires > now);
         tokens.insert(
             token_key(&token),
@@ -165,32 +170,31 @@ impl Authenticator {
     /// The session of a call's bearer token.
     pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Session, Status> {
         let Some(value) = metadata.get(AUTHORIZATION) else {
-            return Err(Status::unauthenticated(
-                "authentication required: send a Flight Handshake with `authorization: Basic <base64 of user:password>`, then the bearer token it returns",
-            ));
+            return Err(Status::from(ServerError::Unauthenticated("authentication required: send a Flight Handshake with `authorization: Basic <base64 of user:password>`, then the bearer token it returns".into())));
         };
-        let value = value
-            .to_str()
-            .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+        let value = value.to_str().map_err(|_| {
+            Status::from(ServerError::Unauthenticated(
+                "the authorization header is not text".into(),
+            ))
+        })?;
         let Some(token) = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
         else {
-            return Err(Status::unauthenticated(
-                "calls other than Handshake need `authorization: Bearer <token>`; get a token with a Handshake",
-            ));
+            return Err(Status::from(ServerError::Unauthenticated("calls other than Handshake need `authorization: Bearer <token>`; get a token with a Handshake".into())));
         };
-        let tokens = self
-            .tokens
-            .lock()
-            .map_err(|_| Status::internal("the token store is unavailable"))?;
+        let tokens = self.tokens.lock().map_err(|_| {
+            Status::from(ServerError::Unavailable("the token store is unavailable"))
+        })?;
         match tokens.get(&token_key(token.trim())) {
-            None => Err(Status::unauthenticated(
-                "invalid bearer token: authenticate again with a Handshake",
-            )),
-            Some(entry) if entry.expires <= Instant::now() => Err(Status::unauthenticated(
-                "the bearer token has expired: authenticate again with a Handshake",
-            )),
+            None => Err(Status::from(ServerError::Unauthenticated(
+                "invalid bearer token: authenticate again with a Handshake".into(),
+            ))),
+            Some(entry) if entry.expires <= Instant::now() => {
+                Err(Status::from(ServerError::Unauthenticated(
+                    "the bearer token has expired: authenticate again with a Handshake".into(),
+                )))
+            }
             Some(entry) => Ok(entry.session.clone()),
         }
     }

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth::{Authenticator, Session};
 use super::service::SeuilFlightSql;
 use super::status;
+use crate::server::status::ServerError;
 
 /// Authentication in front of [`SeuilFlightSql`].
 #[derive(Clone)]
@@ -106,7 +107,11 @@ impl FlightService for Gateway {
             .extensions()
             .get::<Session>()
             .cloned()
-            .ok_or_else(|| Status::unauthenticated("authentication required"))?;
+            .ok_or_else(|| {
+                Status::from(ServerError::Unauthenticated(
+                    "authentication required".into(),
+                ))
+            })?;
         let schema = self.sql.schema_for(&session, request.get_ref()).await?;
         let options = IpcWriteOptions::default();
         SchemaResult::try_from(SchemaAsIpc::new(&schema, &options))

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::server::status::ServerError;
 use futures::Stream;
-use seuil_engine::EngineError;
+pub use seuil_engine::Deadline;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tonic::Status;
@@ -79,10 +80,10 @@ impl QuerySlots {
     }
 
     fn busy(&self) -> Status {
-        Status::resource_exhausted(format!(
+        Status::from(ServerError::Busy(format!(
             "limit reached: you already run {} queries at once, the most allowed, and {} more wait; wait for one to finish or read it to the end",
             self.per_user, self.queued_per_user
-        ))
+        )))
     }
 
     /// Takes a slot for one of `user`'s queries, waiting for it when all
@@ -90,10 +91,9 @@ impl QuerySlots {
     /// wait runs out.
     pub async fn acquire(&self, user: &str) -> Result<Slot, Status> {
         let running = {
-            let mut users = self
-                .users
-                .lock()
-                .map_err(|_| Status::internal("the query slots are unavailable"))?;
+            let mut users = self.users.lock().map_err(|_| {
+                Status::from(ServerError::Unavailable("the query slots are unavailable"))
+            })?;
             let queue = users.entry(user.to_string()).or_insert_with(|| UserQueue {
                 running: Arc::new(Semaphore::new(self.per_user)),
                 waiting: 0,
@@ -112,62 +112,28 @@ impl QuerySlots {
         let _waiting = Waiting { slots: self, user };
         let deadline = Instant::now() + self.wait;
         let timed_out = || {
-            Status::resource_exhausted(format!(
+            Status::from(ServerError::Busy(format!(
                 "limit reached: the query waited {} seconds for its turn; try again when the server is less busy",
                 self.wait.as_secs()
-            ))
+            )))
         };
         let user_permit = tokio::time::timeout_at(deadline, running.acquire_owned())
             .await
             .map_err(|_| timed_out())?
-            .map_err(|_| Status::internal("the query slots are unavailable"))?;
+            .map_err(|_| {
+                Status::from(ServerError::Unavailable("the query slots are unavailable"))
+            })?;
         let total_permit =
             tokio::time::timeout_at(deadline, Arc::clone(&self.total).acquire_owned())
                 .await
                 .map_err(|_| timed_out())?
-                .map_err(|_| Status::internal("the query slots are unavailable"))?;
+                .map_err(|_| {
+                    Status::from(ServerError::Unavailable("the query slots are unavailable"))
+                })?;
         Ok(Slot {
             _user: user_permit,
             _total: total_permit,
         })
-    }
-}
-
-/// Thirty years: the deadline of a query whose configured timeout is too
-/// large to represent.
-const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
-
-/// When a query must be done by.
-#[derive(Debug, Clone, Copy)]
-pub struct Deadline {
-    at: Instant,
-    seconds: u64,
-}
-
-impl Deadline {
-    /// `seconds` from now.
-    pub fn after(seconds: u64) -> Self {
-        let now = Instant::now();
-        Self {
-            // A timeout too large to represent means no timeout in practice.
-            at: now
-                .checked_add(Duration::from_secs(seconds))
-                .unwrap_or_else(|| now + FAR_FUTURE),
-            seconds,
-        }
-    }
-
-    /// The instant.
-    pub fn instant(&self) -> Instant {
-        self.at
-    }
-
-    /// The error of a query stopped by this deadline.
-    pub fn exceeded(&self) -> EngineError {
-        EngineError::Limit(format!(
-            "the query ran longer than {} seconds and was stopped; narrow it or aggregate more",
-            self.seconds
-        ))
     }
 }
 
@@ -211,7 +177,7 @@ impl<T> Stream for LimitedStream<T> {
         // The deadline first: a stream that is always ready must still stop.
         if this.sleep.as_mut().poll(cx).is_ready() {
             tracing::warn!(
-                seconds = this.deadline.seconds,
+                seconds = this.deadline.seconds(),
                 "query stopped at its deadline"
             );
             let status = crate::server::status::from_engine(&this.deadline.exceeded());
@@ -234,6 +200,8 @@ impl<T> Stream for LimitedStream<T> {
 
 #[cfg(test)]
 mod tests {
+    pub use seuil_engine::Deadline;
+
     use super::*;
     use futures::StreamExt;
 

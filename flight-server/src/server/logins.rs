@@ -20,6 +20,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::server::status::ServerError;
 use argon2::password_hash::{Output, PasswordHash};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::oneshot;
@@ -172,19 +173,20 @@ impl Logins {
 
     /// Refuses a login from `peer` for `name` while either is in backoff.
     pub fn admit(&self, peer: Option<IpAddr>, name: &str) -> Result<(), Status> {
-        let failures = self
-            .failures
-            .lock()
-            .map_err(|_| Status::internal("the login records are unavailable"))?;
+        let failures = self.failures.lock().map_err(|_| {
+            Status::from(ServerError::Unavailable(
+                "the login records are unavailable",
+            ))
+        })?;
         let now = Instant::now();
         for subject in Self::subjects(peer, name) {
             if let Some(until) = failures.get(&subject).and_then(Failures::blocked_until)
                 && until > now
             {
-                return Err(Status::resource_exhausted(format!(
+                return Err(Status::from(ServerError::Busy(format!(
                     "too many failed logins from this address or for this user name; try again in {} seconds",
                     (until - now).as_secs().max(1)
-                )));
+                ))));
             }
         }
         Ok(())
@@ -229,17 +231,17 @@ impl Logins {
         }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                return Err(Status::resource_exhausted(
-                    "the server is checking too many logins at once; try again in a moment",
-                ));
+                return Err(Status::from(ServerError::Busy(
+                    "the server is checking too many logins at once; try again in a moment".into(),
+                )));
             }
             Err(TrySendError::Disconnected(_)) => {
-                return Err(Status::unavailable("the server is stopping"));
+                return Err(Status::from(ServerError::Stopping));
             }
         }
         answer
             .await
-            .map_err(|_| Status::internal("a password check stopped"))
+            .map_err(|_| Status::from(ServerError::Unavailable("a password check stopped")))
     }
 }
 

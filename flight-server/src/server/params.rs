@@ -10,6 +10,7 @@
 //! (`flightsql-dbapi` even wraps each in a union): they are unwrapped and
 //! cast to the types the engine inferred for the parameters.
 
+use crate::server::status::ServerError;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::scalar::ScalarValue;
@@ -78,21 +79,21 @@ pub fn bind(batches: &[RecordBatch], expected: &Schema) -> Result<Vec<ScalarValu
     }
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
-        return Err(Status::invalid_argument(
-            "no parameter values were sent: bind one row with a value for each parameter",
-        ));
+        return Err(Status::from(ServerError::BadRequest(
+            "no parameter values were sent: bind one row with a value for each parameter".into(),
+        )));
     };
     if rows > 1 {
-        return Err(Status::invalid_argument(format!(
+        return Err(Status::from(ServerError::BadRequest(format!(
             "{rows} rows of parameters were sent; seuil runs a query with one row of parameters at a time"
-        )));
+        ))));
     }
     if batch.num_columns() != expected.fields().len() {
-        return Err(Status::invalid_argument(format!(
+        return Err(Status::from(ServerError::BadRequest(format!(
             "the query has {} parameters but {} values were sent",
             expected.fields().len(),
             batch.num_columns()
-        )));
+        ))));
     }
     batch
         .columns()
@@ -101,10 +102,16 @@ pub fn bind(batches: &[RecordBatch], expected: &Schema) -> Result<Vec<ScalarValu
         .enumerate()
         .map(|(i, (column, field))| {
             let value = ScalarValue::try_from_array(column, 0).map_err(|_| {
-                Status::invalid_argument(format!("parameter {} cannot be read", i + 1))
+                Status::from(ServerError::BadRequest(format!(
+                    "parameter {} cannot be read",
+                    i + 1
+                )))
             })?;
             conform(unwrap_union(value), field.data_type()).map_err(|message| {
-                Status::invalid_argument(format!("parameter {}: {message}", i + 1))
+                Status::from(ServerError::BadRequest(format!(
+                    "parameter {}: {message}",
+                    i + 1
+                )))
             })
         })
         .collect()

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::server::status::ServerError;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::scalar::ScalarValue;
 use tonic::Status;
@@ -57,10 +58,10 @@ impl Statement {
             return Ok(Vec::new());
         }
         self.bound.clone().ok_or_else(|| {
-            Status::invalid_argument(format!(
+            Status::from(ServerError::BadRequest(format!(
                 "the prepared query has {} parameters: bind their values with DoPut before running it",
                 self.parameters.fields().len()
-            ))
+            )))
         })
     }
 }
@@ -72,9 +73,7 @@ pub struct Statements {
 }
 
 fn unknown() -> Status {
-    Status::invalid_argument(
-        "unknown prepared statement handle: it was closed or never created; prepare the query again",
-    )
+    Status::from(ServerError::BadRequest("unknown prepared statement handle: it was closed or never created; prepare the query again".into()))
 }
 
 impl Statements {
@@ -85,9 +84,9 @@ impl Statements {
         open.retain(|_, s| now.duration_since(s.last_used) < IDLE);
         let owned = open.values().filter(|s| s.owner == statement.owner).count();
         if owned >= MAX_PER_USER {
-            return Err(Status::resource_exhausted(format!(
+            return Err(Status::from(ServerError::Busy(format!(
                 "limit reached: you have {owned} prepared statements open; close some before preparing more"
-            )));
+            ))));
         }
         let handle = hex::encode(rand::random::<[u8; 16]>());
         open.insert(handle.clone(), statement);
@@ -129,9 +128,11 @@ impl Statements {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Statement>>, Status> {
-        self.open
-            .lock()
-            .map_err(|_| Status::internal("the prepared statements are unavailable"))
+        self.open.lock().map_err(|_| {
+            Status::from(ServerError::Unavailable(
+                "the prepared statements are unavailable",
+            ))
+        })
     }
 }
 

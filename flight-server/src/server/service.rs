@@ -24,12 +24,13 @@ use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, Any, Command, CommandGetCatalogs,
-    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
-    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandStatementIngest,
-    CommandStatementQuery, CommandStatementSubstraitPlan, CommandStatementUpdate,
-    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    ActionCreatePreparedStatementResult, ActionCreatePreparedSubstraitPlanRequest, Any, Command,
+    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
+    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementSubstraitPlan,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
@@ -42,17 +43,18 @@ use datafusion::scalar::ScalarValue;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
 use prost::bytes::Bytes;
-use seuil_engine::{Engine, EngineError, PreparedQuery, QueryResult};
+use seuil_engine::{Engine, EngineError, ErrorKind, PreparedQuery, QueryResult, Rule};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::audit::{AuditLog, AuditRecord, Outcome, new_query_id, sha256_hex};
+use super::audit::{AuditLog, AuditRecord, Outcome};
 use super::auth::{AUTHORIZATION, Authenticator, Session};
 use super::limits::{Deadline, LimitedStream, QuerySlots};
 use super::params::{bind, number_question_marks};
 use super::prepared::{Statement, Statements};
 use super::{metadata, session, status};
 use crate::config::Limits;
+use crate::server::status::ServerError;
 
 type DoGetStream = <SeuilFlightSql as FlightService>::DoGetStream;
 type DoActionStream = <SeuilFlightSql as FlightService>::DoActionStream;
@@ -85,7 +87,11 @@ fn caller<T>(request: &Request<T>) -> Result<Session, Status> {
         .extensions()
         .get::<Session>()
         .cloned()
-        .ok_or_else(|| Status::unauthenticated("authentication required"))
+        .ok_or_else(|| {
+            Status::from(ServerError::Unauthenticated(
+                "authentication required".into(),
+            ))
+        })
 }
 
 /// A schema in the IPC form that Flight messages carry.
@@ -163,7 +169,7 @@ impl SeuilFlightSql {
         limits: &Limits,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            engine,
+            engine: engine.with_audit(Arc::new(audit.clone())),
             auth,
             audit,
             slots: QuerySlots::new(
@@ -179,76 +185,68 @@ impl SeuilFlightSql {
         })
     }
 
-    /// Appends a query's audit line; a log that cannot be written stops the
-    /// query (nothing is released unaudited).
-    async fn audit(&self, record: AuditRecord) -> Result<(), Status> {
-        self.audit
-            .append_async(record)
-            .await
-            .map(|_| ())
-            .map_err(|e| status::internal("writing the audit log", e))
+    /// Appends the audit line of a request the engine does not see (one
+    /// refused before it reaches the engine); a log that cannot be written
+    /// answers with that failure instead.
+    async fn audit(&self, record: AuditRecord, answer: Status) -> Status {
+        match self.audit.append_async(record).await {
+            Ok(_) => answer,
+            Err(e) => status::from_engine(&EngineError::Audit(e.to_string())),
+        }
     }
 
-    /// Audits a query that failed, and answers its status.
-    async fn failed(&self, mut record: AuditRecord, error: &EngineError) -> Status {
-        match error.refusal() {
-            Some(refusal) => {
-                record.outcome = Outcome::Refused;
-                record.rule = Some(refusal.rule.code().to_string());
-            }
-            None => {
-                record.outcome = Outcome::Error;
-                record.error = Some(status::error_kind(error).to_string());
-            }
-        }
-        let answer = status::from_engine(error);
-        record.message = Some(answer.message().to_string());
-        tracing::info!(
-            user = %record.user,
-            rule = record.rule.as_deref().unwrap_or("-"),
-            error = record.error.as_deref().unwrap_or("-"),
-            "query not run"
-        );
-        match self.audit(record).await {
-            Ok(()) => answer,
-            Err(audit_failure) => audit_failure,
-        }
+    /// Audits a request refused before it reaches the engine, and answers
+    /// its status.
+    async fn refused(&self, record: AuditRecord, error: &EngineError) -> Status {
+        self.audit(record.failed(error), status::from_engine(error))
+            .await
     }
 
     /// Checks a query without running it: its result and parameter schemas.
-    /// The check plans the query, so it takes a slot and has a deadline too.
+    /// The check plans the query, so it takes a slot and has a deadline too;
+    /// the engine audits a failed check.
     async fn check(&self, session: &Session, sql: &str) -> Result<PreparedQuery, Status> {
         let user = &session.user;
-        let record = AuditRecord::new(&user.name, &user.role, sql, Outcome::Error);
         let _slot = match self.slots.acquire(&user.name).await {
             Ok(slot) => slot,
-            Err(busy) => return Err(self.busy(record, busy).await),
+            Err(busy) => {
+                let record = AuditRecord::new(&user.name, &user.role, sql, Outcome::Error);
+                return Err(self.busy(record, busy).await);
+            }
         };
         let deadline = Deadline::after(self.query_timeout_seconds);
         let engine_sql = number_question_marks(sql);
-        let checking = self.engine.prepare(user, &engine_sql);
-        let checked = tokio::time::timeout_at(deadline.instant(), checking)
+        self.engine
+            .prepare_before(user, &engine_sql, Some(deadline))
             .await
-            .unwrap_or_else(|_| Err(deadline.exceeded()));
-        match checked {
-            Ok(prepared) => Ok(prepared),
-            Err(error) => Err(self.failed(record, &error).await),
-        }
+            .map_err(|error| status::from_engine(&error))
+    }
+
+    /// Audits a Substrait plan of `bytes` bytes, which seuil does not take,
+    /// and answers its status.
+    async fn substrait_refused(&self, session: &Session, bytes: usize) -> Status {
+        let user = &session.user;
+        // No SQL: the line says what was asked.
+        let asked = format!("-- Substrait plan of {bytes} bytes");
+        let mut record = AuditRecord::new(&user.name, &user.role, &asked, Outcome::Error);
+        record.error = Some(ErrorKind::InvalidQuery);
+        let answer = Status::from(ServerError::Unsupported(
+            "seuil takes SQL text, not Substrait plans".into(),
+        ));
+        record.message = Some(answer.message().to_string());
+        self.audit(record, answer).await
     }
 
     /// Audits a query refused for want of a slot, and answers its status.
     async fn busy(&self, mut record: AuditRecord, busy: Status) -> Status {
         record.outcome = Outcome::Error;
-        record.error = Some("limit".into());
+        record.error = Some(ErrorKind::Limit);
         record.message = Some(busy.message().to_string());
-        match self.audit(record).await {
-            Ok(()) => busy,
-            Err(audit_failure) => audit_failure,
-        }
+        self.audit(record, busy).await
     }
 
-    /// Runs a query and streams its released cells: slot, audit line of its
-    /// start, deadline, engine, audit line of its end, then the stream.
+    /// Runs a query and streams its released cells: slot, deadline, the
+    /// engine (which audits the query's start and end), then the stream.
     async fn run(
         &self,
         session: &Session,
@@ -256,42 +254,31 @@ impl SeuilFlightSql {
         params: Vec<ScalarValue>,
     ) -> Result<Response<DoGetStream>, Status> {
         let user = &session.user;
-        let mut started = AuditRecord::new(&user.name, &user.role, sql, Outcome::Started);
-        started.query_id = Some(new_query_id());
-        started.params = params.iter().map(ScalarValue::to_string).collect();
         let slot = match self.slots.acquire(&user.name).await {
             Ok(slot) => slot,
-            Err(busy) => return Err(self.busy(started.next(Outcome::Error), busy).await),
+            Err(busy) => {
+                let record = AuditRecord::started(
+                    &user.name,
+                    &user.role,
+                    sql,
+                    params.iter().map(ScalarValue::to_string).collect(),
+                );
+                return Err(self.busy(record.next(Outcome::Error), busy).await);
+            }
         };
-        // On disk before the engine runs: a query that brings the server
-        // down leaves this line.
-        self.audit(started.clone()).await?;
-        let mut record = started.next(Outcome::Ok);
         let deadline = Deadline::after(self.query_timeout_seconds);
         let engine_sql = number_question_marks(sql);
-        let running = self.engine.query_with_params(user, &engine_sql, params);
-        let result = tokio::time::timeout_at(deadline.instant(), running)
-            .await
-            .unwrap_or_else(|_| Err(deadline.exceeded()));
         let QueryResult {
             schema,
             stream,
             report,
-            rewritten_plan,
             timings,
-        } = match result {
-            Ok(result) => result,
-            Err(error) => return Err(self.failed(record, &error).await),
-        };
-        record.plan_sha256 = Some(sha256_hex(&rewritten_plan));
-        record.cells_released = report.cells_released;
-        record.cells_suppressed = report.cells_suppressed;
-        record.values_suppressed = report.values_suppressed;
-        record.suppressed = report
-            .suppressed_by_reason
-            .iter()
-            .map(|(reason, n)| (reason.as_str().to_string(), *n))
-            .collect();
+            ..
+        } = self
+            .engine
+            .query_before(user, &engine_sql, params, Some(deadline))
+            .await
+            .map_err(|error| status::from_engine(&error))?;
         tracing::info!(
             user = %user.name,
             released = report.cells_released,
@@ -301,8 +288,6 @@ impl SeuilFlightSql {
             release_rules_ms = timings.release_rules.as_millis(),
             "query released"
         );
-        // The line is on disk before the first batch can leave.
-        self.audit(record).await?;
         let batches = stream.map_err(|e| FlightError::Tonic(Box::new(status::from_stream(&e))));
         let encoded = FlightDataEncoderBuilder::new()
             .with_schema(schema)
@@ -420,33 +405,51 @@ impl FlightSqlService for SeuilFlightSql {
     ) -> Result<i64, Status> {
         let session = caller(&request)?;
         let error = EngineError::refused(
-            seuil_engine::Rule::ReadOnly,
+            Rule::ReadOnly,
             "seuil answers queries only and never changes data",
             "send a SELECT query",
         );
         let user = &session.user;
         let record = AuditRecord::new(&user.name, &user.role, &command.query, Outcome::Refused);
-        Err(self.failed(record, &error).await)
+        Err(self.refused(record, &error).await)
     }
 
     async fn do_put_statement_ingest(
         &self,
-        _command: CommandStatementIngest,
-        _request: Request<PeekableFlightDataStream>,
+        command: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        Err(Status::permission_denied(
+        let session = caller(&request)?;
+        let error = EngineError::refused(
+            Rule::ReadOnly,
             "seuil is read-only: it does not ingest data",
-        ))
+            "send a SELECT query",
+        );
+        let user = &session.user;
+        // No SQL: the line says what was asked.
+        let asked = format!("-- Flight SQL ingest into table {:?}", command.table);
+        let record = AuditRecord::new(&user.name, &user.role, &asked, Outcome::Refused);
+        Err(self.refused(record, &error).await)
     }
 
     async fn get_flight_info_substrait_plan(
         &self,
-        _query: CommandStatementSubstraitPlan,
-        _request: Request<FlightDescriptor>,
+        query: CommandStatementSubstraitPlan,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Err(Status::unimplemented(
-            "seuil takes SQL text, not Substrait plans",
-        ))
+        let session = caller(&request)?;
+        let bytes = query.plan.as_ref().map_or(0, |plan| plan.plan.len());
+        Err(self.substrait_refused(&session, bytes).await)
+    }
+
+    async fn do_action_create_prepared_substrait_plan(
+        &self,
+        query: ActionCreatePreparedSubstraitPlanRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let session = caller(&request)?;
+        let bytes = query.plan.as_ref().map_or(0, |plan| plan.plan.len());
+        Err(self.substrait_refused(&session, bytes).await)
     }
 
     // Prepared statements.
@@ -762,10 +765,10 @@ impl FlightSqlService for SeuilFlightSql {
                 Ok(Response::new(Box::pin(reply)))
             }
             Some(Err(status)) => Err(status),
-            None => Err(Status::unimplemented(format!(
+            None => Err(Status::from(ServerError::Unsupported(format!(
                 "seuil does not implement the action {:?}",
                 action.r#type
-            ))),
+            )))),
         }
     }
 

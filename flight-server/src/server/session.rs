@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 
+use crate::server::status::ServerError;
 use prost::Message;
 use prost::bytes::Bytes;
 use tonic::Status;
@@ -124,7 +125,11 @@ pub(crate) fn answer(action_type: &str, body: &[u8]) -> Option<Result<Bytes, Sta
         .encode_to_vec()),
         SET_SESSION_OPTIONS => SetSessionOptionsRequest::decode(body)
             .map(|request| set_options(&request).encode_to_vec())
-            .map_err(|_| Status::invalid_argument("the body is not a SetSessionOptionsRequest")),
+            .map_err(|_| {
+                Status::from(ServerError::BadRequest(
+                    "the body is not a SetSessionOptionsRequest".into(),
+                ))
+            }),
         _ => return None,
     };
     Some(reply.map(Bytes::from))

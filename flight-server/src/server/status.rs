@@ -1,5 +1,5 @@
-//! Errors at the edge: each engine error becomes one gRPC status, here and
-//! nowhere else.
+//! Errors at the edge: every error the server answers with is a
+//! [`ServerError`], and each becomes one gRPC status, here and nowhere else.
 //!
 //! The engine already keeps data values out of its messages (DESIGN.md §2,
 //! rule 5). What could carry internals (setup problems, Arrow and Flight
@@ -11,37 +11,84 @@ use datafusion::error::DataFusionError;
 use seuil_engine::EngineError;
 use tonic::Status;
 
-/// The one mapping from engine errors to gRPC codes.
-pub fn from_engine(error: &EngineError) -> Status {
-    match error {
-        EngineError::Refused(_) => Status::permission_denied(error.to_string()),
-        EngineError::InvalidQuery(_) => Status::invalid_argument(error.to_string()),
-        EngineError::UnknownRole(_) => Status::unauthenticated(
-            "your user's role is not defined by the policy in force; ask the operator",
-        ),
-        EngineError::Limit(_) => Status::resource_exhausted(error.to_string()),
-        EngineError::Execution(_) => Status::internal(error.to_string()),
-        EngineError::Setup(detail) => {
-            tracing::error!(%detail, "engine setup error while serving a query");
-            Status::internal("the server cannot run queries right now; see its log")
-        }
-        EngineError::Internal(detail) => {
-            tracing::error!(%detail, "internal error while serving a query");
-            Status::internal("internal error of seuil; the operator's log has the detail")
+/// Every error the server answers with.
+#[derive(Debug)]
+pub enum ServerError {
+    /// An error of the engine: refusals, invalid queries, limits, faults.
+    Engine(EngineError),
+    /// No valid credentials or token.
+    Unauthenticated(String),
+    /// A limit of the server's own: login attempts, query queues, open
+    /// statements, parameter sizes.
+    Busy(String),
+    /// A request that is not what the protocol expects.
+    BadRequest(String),
+    /// Something seuil does not do.
+    Unsupported(String),
+    /// The server is stopping.
+    Stopping,
+    /// A structure shared by requests can no longer be used (a thread
+    /// panicked while holding it); the message names the structure only.
+    Unavailable(&'static str),
+    /// An internal failure while doing `context`: logged with its detail,
+    /// answered without it.
+    Internal {
+        /// What the server was doing.
+        context: String,
+        /// The failure, for the log.
+        detail: String,
+    },
+}
+
+impl From<ServerError> for Status {
+    fn from(error: ServerError) -> Self {
+        match error {
+            ServerError::Engine(error) => from_engine(&error),
+            ServerError::Unauthenticated(message) => Status::unauthenticated(message),
+            ServerError::Busy(message) => Status::resource_exhausted(message),
+            ServerError::BadRequest(message) => Status::invalid_argument(message),
+            ServerError::Unsupported(message) => Status::unimplemented(message),
+            ServerError::Stopping => Status::unavailable("the server is stopping"),
+            ServerError::Unavailable(what) => Status::internal(what),
+            ServerError::Internal { context, detail } => {
+                tracing::error!(error = %detail, "{context}");
+                Status::internal(format!(
+                    "internal error while {context}; see the server log"
+                ))
+            }
         }
     }
 }
 
-/// The kind of an engine error, as the audit log records it.
-pub fn error_kind(error: &EngineError) -> &'static str {
+impl From<EngineError> for ServerError {
+    fn from(error: EngineError) -> Self {
+        ServerError::Engine(error)
+    }
+}
+
+/// The mapping from engine errors to gRPC codes. The message is the
+/// engine's client message; what it keeps from clients (setup problems,
+/// internal faults) goes to the log.
+pub fn from_engine(error: &EngineError) -> Status {
+    let message = error.client_message();
     match error {
-        EngineError::Refused(_) => "refused",
-        EngineError::InvalidQuery(_) => "invalid_query",
-        EngineError::UnknownRole(_) => "unknown_role",
-        EngineError::Limit(_) => "limit",
-        EngineError::Execution(_) => "execution",
-        EngineError::Setup(_) => "setup",
-        EngineError::Internal(_) => "internal",
+        EngineError::Refused(_) => Status::permission_denied(message),
+        EngineError::InvalidQuery(_) => Status::invalid_argument(message),
+        EngineError::UnknownRole(_) => Status::unauthenticated(message),
+        EngineError::Limit(_) => Status::resource_exhausted(message),
+        EngineError::Execution(_) => Status::internal(message),
+        EngineError::Setup(detail) => {
+            tracing::error!(%detail, "engine setup error while serving a query");
+            Status::internal(message)
+        }
+        EngineError::Internal(detail) => {
+            tracing::error!(%detail, "internal error while serving a query");
+            Status::internal(message)
+        }
+        EngineError::Audit(detail) => {
+            tracing::error!(%detail, "the audit log cannot be written");
+            Status::internal(message)
+        }
     }
 }
 
@@ -81,15 +128,15 @@ pub fn from_flight(error: FlightError) -> Status {
 
 /// An internal failure: logged with its detail, answered without it.
 pub fn internal(context: &str, error: impl std::fmt::Display) -> Status {
-    tracing::error!(%error, "{context}");
-    Status::internal(format!(
-        "internal error while {context}; see the server log"
-    ))
+    Status::from(ServerError::Internal {
+        context: context.to_string(),
+        detail: error.to_string(),
+    })
 }
 
 /// A request that is not what the protocol expects.
 pub fn bad_request(message: impl Into<String>) -> Status {
-    Status::invalid_argument(message.into())
+    Status::from(ServerError::BadRequest(message.into()))
 }
 
 #[cfg(test)]

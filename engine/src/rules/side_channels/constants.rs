@@ -18,8 +18,8 @@ use datafusion::logical_expr::{ColumnarValue, Expr, Volatility};
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::create_physical_expr;
 
+use crate::error::place_of;
 use crate::error::{Refusal, Rule};
-use crate::rewrite::place_of;
 
 /// True when `expr` reads no column and runs the same way on every row.
 fn is_constant(expr: &Expr) -> bool {

@@ -38,8 +38,8 @@ use datafusion::logical_expr::expr::{Cast, Like, TryCast};
 use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, Operator, lit};
 use datafusion::scalar::ScalarValue;
 
+use crate::error::place_of;
 use crate::error::{Refusal, Rule};
-use crate::rewrite::place_of;
 use allowlist::{AGGREGATE_FUNCTIONS, Literal, WINDOW_FUNCTIONS, scalar_function};
 use constants::{constant_value, interval_days};
 
@@ -417,7 +417,7 @@ fn check_pattern(like: &Like, expr: &Expr) -> Result<(), Refusal> {
 fn interval_refusal(expr: &Expr) -> Refusal {
     side_channel(
         "arithmetic on intervals or durations computed from data can overflow",
-        "move dates by constant intervals, such as exe_soi_dtd + INTERVAL '30 days'",
+        "move dates by constant intervals, such as a date column + INTERVAL '30 days'",
         expr,
     )
 }

@@ -1,30 +1,9 @@
-//! The release step: from the computed cells of the released aggregates to
-//! the cells that may leave, and the report of what was suppressed and why.
-//!
-//! It runs on the coordinator, on the final cells, before anything the user
-//! wrote above an aggregate sees them, in this order:
-//!
-//! 1. primary suppression of cells: cells of fewer than `min_persons`
-//!    persons (rule 2), and cells of a sensitive sum dominated by their
-//!    largest persons, by the (n, k) rule or the p% rule (rule 6);
-//! 2. primary suppression of values: in a released cell, a value computed
-//!    from fewer than `min_persons` contributing persons is NULL (rule 2,
-//!    read per value);
-//! 3. secondary suppression, for tables with margins (rule 7): the cells of
-//!    one aggregate's grouping sets, and the cells of several aggregates of
-//!    the query over the same rows ([`crate::rules::margins::MarginShape`]),
-//!    protected together;
-//! 4. rounding of every released value, if the role asks for it, after
-//!    suppression and never before, so that rounding cannot release a cell.
-//!
-//! What the client learns ([`ReleaseReport::metadata`]) never tells a cell
-//! of 0 persons from one of 1 to `min_persons - 1`: suppressed cells are
-//! not counted there. The report's own fields keep the full detail, for the
-//! audit log that only the operator reads.
+//! Threshold mode's release: primary suppression of cells and values
+//! (rules 2 and 6), secondary suppression of tables with margins (rule 7),
+//! and rounding, in that order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
@@ -36,148 +15,63 @@ use datafusion::arrow::compute::{
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::scalar::ScalarValue;
-use serde::Serialize;
-use seuil_policies::{Policy, Role};
+use seuil_policies::Role;
 
+use crate::cancellation::Cancellation;
 use crate::cells::CellsLayout;
+use crate::cells::ReleaseStep;
 use crate::error::EngineError;
 use crate::rules::margins::{MarginTable, secondary_suppression};
-use crate::rules::min_persons::ReleaseStep;
+use crate::rules::{magnitudes, min_persons};
 
-/// Why a cell or a value was not released.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SuppressionReason {
-    /// Fewer than `min_persons` distinct persons (rule 2).
-    Persons,
-    /// A sensitive sum dominated by its largest persons (rule 6).
-    Dominance,
-    /// Hidden so that margins cannot give a suppressed cell back (rule 7).
-    Secondary,
+use super::mechanism::ReleaseMechanism;
+use super::report::{ReleaseReport, SuppressedCell, SuppressionReason};
+use crate::cells::CellsNeeds;
+
+/// Threshold mode: cells and values of fewer than `min_persons` persons and
+/// dominated sums are suppressed, then what margins would give back, then
+/// released values are rounded if the role asks for it.
+#[derive(Debug, Clone)]
+pub struct Threshold {
+    role: Role,
 }
 
-impl SuppressionReason {
-    /// The reason's name in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SuppressionReason::Persons => "persons",
-            SuppressionReason::Dominance => "dominance",
-            SuppressionReason::Secondary => "secondary",
-        }
+impl Threshold {
+    /// The mechanism for a threshold-mode role.
+    pub fn new(role: Role) -> Self {
+        Self { role }
     }
 }
 
-/// One suppressed cell: which aggregate, which margin, and why. The cell's
-/// coordinates are not given: that a small cell exists is itself something
-/// about persons.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SuppressedCell {
-    /// Which released aggregate of the query (from 0).
-    pub aggregate: usize,
-    /// For tables with margins, the group columns the cell is broken down by.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub breakdown: Option<Vec<String>>,
-    /// Why.
-    pub reason: SuppressionReason,
-}
-
-/// What one query released. The fields are the full detail, for the audit
-/// log; [`ReleaseReport::metadata`] is what the client may see.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ReleaseReport {
-    /// Policy name.
-    pub policy: String,
-    /// Policy version.
-    pub policy_version: String,
-    /// The role the query ran under.
-    pub role: String,
-    /// Release mode.
-    pub mode: String,
-    /// Smallest number of distinct persons per released cell and value.
-    pub min_persons: u32,
-    /// Rounding base of released values, if any.
-    pub rounding: Option<u32>,
-    /// Number of released aggregates in the query.
-    pub released_aggregates: usize,
-    /// Cells released, over all released aggregates.
-    pub cells_released: u64,
-    /// Cells suppressed, over all released aggregates (audit only).
-    pub cells_suppressed: u64,
-    /// Suppressed cells by reason (audit only).
-    pub suppressed_by_reason: BTreeMap<SuppressionReason, u64>,
-    /// Each suppressed cell's reason (audit only).
-    pub suppressed_cells: Vec<SuppressedCell>,
-    /// Values of released cells set to NULL for having too few
-    /// contributing persons.
-    pub values_suppressed: u64,
-}
-
-impl ReleaseReport {
-    /// An empty report for a query of `role`.
-    pub fn new(policy: &Policy, role: &Role) -> Self {
-        Self {
-            policy: policy.name.clone(),
-            policy_version: policy.version.clone(),
-            role: role.name.clone(),
-            mode: role.mode.as_str().to_string(),
-            min_persons: role.min_persons,
-            rounding: role.rounding,
-            released_aggregates: 0,
-            cells_released: 0,
-            cells_suppressed: 0,
-            suppressed_by_reason: BTreeMap::new(),
-            suppressed_cells: Vec::new(),
-            values_suppressed: 0,
+impl ReleaseMechanism for Threshold {
+    fn cells_needs(&self) -> CellsNeeds {
+        CellsNeeds {
+            persons_up_to: self.role.min_persons,
+            largest: dominance_depth(&self.role),
         }
     }
 
-    /// The keys known before the query runs: policy, role, mode, threshold,
-    /// and what the rules withhold.
-    pub fn static_metadata(&self) -> HashMap<String, String> {
-        let mut metadata = HashMap::new();
-        metadata.insert("seuil.policy".into(), self.policy.clone());
-        metadata.insert("seuil.policy_version".into(), self.policy_version.clone());
-        metadata.insert("seuil.role".into(), self.role.clone());
-        metadata.insert("seuil.mode".into(), self.mode.clone());
-        metadata.insert("seuil.min_persons".into(), self.min_persons.to_string());
-        if let Some(base) = self.rounding {
-            metadata.insert("seuil.rounding".into(), base.to_string());
-        }
-        metadata.insert("seuil.suppression".into(), self.withheld());
-        metadata
+    fn release(
+        &self,
+        steps: &[&ReleaseStep],
+        computed: Vec<Vec<RecordBatch>>,
+        report: &mut ReleaseReport,
+        cancellation: &Cancellation,
+    ) -> Result<Duration, EngineError> {
+        let primary = steps
+            .iter()
+            .zip(computed)
+            .map(|(step, batches)| primary(step, batches, &self.role))
+            .collect::<Result<Vec<_>, _>>()?;
+        release(steps, primary, &self.role, report, cancellation)
     }
+}
 
-    /// What the release rules withhold, in words: the same for every
-    /// query of the role, whatever the data.
-    pub fn withheld(&self) -> String {
-        let k = self.min_persons;
-        format!(
-            "cells of fewer than {k} persons, cells dominated by their largest persons, and cells that protect them in tables with margins are left out; values computed from fewer than {k} persons are NULL; how many were withheld is kept in the audit log only"
-        )
-    }
-
-    /// The report as the client sees it, as Arrow schema metadata under
-    /// `seuil.*` keys: the static keys, how many aggregates and cells were
-    /// released. Nothing counts suppressed cells or values: those counts
-    /// would tell a cell of 0 persons from one of a few.
-    pub fn metadata(&self) -> HashMap<String, String> {
-        let mut metadata = self.static_metadata();
-        metadata.insert(
-            "seuil.released_aggregates".into(),
-            self.released_aggregates.to_string(),
-        );
-        metadata.insert(
-            "seuil.cells_released".into(),
-            self.cells_released.to_string(),
-        );
-        metadata
-    }
-
-    fn suppress(&mut self, cell: SuppressedCell) {
-        *self.suppressed_by_reason.entry(cell.reason).or_default() += 1;
-        self.cells_suppressed += 1;
-        self.suppressed_cells.push(cell);
-    }
+/// How many largest contributions the role's dominance rules look at.
+fn dominance_depth(role: &Role) -> usize {
+    let nk = role.dominance.map_or(0, |d| d.n as usize);
+    let p = if role.p_percent.is_some() { 2 } else { 0 };
+    nk.max(p)
 }
 
 fn execution(message: impl std::fmt::Display) -> EngineError {
@@ -202,39 +96,10 @@ fn as_i64(column: &ArrayRef) -> Result<Int64Array, EngineError> {
         .ok_or_else(|| execution("a count is not an integer"))
 }
 
-/// A flag that stops long release work (the attacker's linear programs)
-/// when the query is cancelled or times out.
-#[derive(Debug, Clone, Default)]
-pub struct Cancellation(Arc<AtomicBool>);
-
-impl Cancellation {
-    /// Asks the work to stop.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    /// True once cancelled.
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Cancels its [`Cancellation`] when dropped: held by a query's future, so
-/// that the release work of a query dropped midway (timeout, client gone)
-/// stops too.
-#[derive(Debug)]
-pub struct CancelOnDrop(pub Cancellation);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.cancel();
-    }
-}
-
 /// The computed cells of one released aggregate and what the release rules
 /// decided about them.
 #[derive(Debug)]
-pub struct ComputedCells {
+struct ComputedCells {
     cells: RecordBatch,
     /// Why each cell is suppressed, if it is.
     reasons: Vec<Option<SuppressionReason>>,
@@ -244,7 +109,7 @@ pub struct ComputedCells {
 
 /// Reads the computed cells of `step` and applies the primary rules to
 /// them: cells and values of too few persons, dominated cells.
-pub fn primary(
+fn primary(
     step: &ReleaseStep,
     batches: Vec<RecordBatch>,
     role: &Role,
@@ -274,7 +139,6 @@ pub fn primary(
         cells = RecordBatch::try_new(cells.schema(), columns).map_err(execution)?;
     }
     let reasons = primary_cells(&cells, layout, role)?;
-    let k = i64::from(role.min_persons);
     let mut hidden_values = Vec::with_capacity(layout.measures.len());
     for measure in &layout.measures {
         let hidden = match measure.contributors {
@@ -282,7 +146,10 @@ pub fn primary(
             Some(column) => {
                 let contributors = as_i64(cells.column(column))?;
                 (0..cells.num_rows())
-                    .map(|row| contributors.is_null(row) || contributors.value(row) < k)
+                    .map(|row| {
+                        let n = contributors.is_valid(row).then(|| contributors.value(row));
+                        !min_persons::enough_persons(n, role)
+                    })
                     .collect()
             }
         };
@@ -305,12 +172,8 @@ fn primary_cells(
     let persons = as_i64(cells.column(layout.persons))?;
     let mut reasons: Vec<Option<SuppressionReason>> = (0..rows)
         .map(|row| {
-            let n = if persons.is_null(row) {
-                0
-            } else {
-                persons.value(row)
-            };
-            (n < i64::from(role.min_persons)).then_some(SuppressionReason::Persons)
+            let n = persons.is_valid(row).then(|| persons.value(row));
+            (!min_persons::enough_persons(n, role)).then_some(SuppressionReason::Persons)
         })
         .collect();
     for dominance in &layout.dominance {
@@ -337,29 +200,13 @@ fn primary_cells(
             }
             // A sum of too few contributors is suppressed as a value; the
             // dominance rules judge the sums that may be released.
-            if contributors
-                .as_ref()
-                .is_some_and(|c| c.is_null(row) || c.value(row) < i64::from(role.min_persons))
-            {
-                continue;
-            }
-            let total = value(&total, row);
-            if total <= 0.0 {
+            if contributors.as_ref().is_some_and(|c| {
+                !min_persons::enough_persons(c.is_valid(row).then(|| c.value(row)), role)
+            }) {
                 continue;
             }
             let top: Vec<f64> = largest.iter().map(|a| value(a, row)).collect();
-            let dominated_nk = role.dominance.is_some_and(|rule| {
-                let n = (rule.n as usize).min(top.len());
-                top[..n].iter().sum::<f64>() > rule.k / 100.0 * total
-            });
-            let dominated_p = role.p_percent.is_some_and(|p| {
-                let first = top.first().copied().unwrap_or(0.0);
-                let second = top.get(1).copied().unwrap_or(0.0);
-                // The second largest person knows its own share and the total:
-                // the rest bounds its estimate of the largest one.
-                total - first - second < p / 100.0 * first
-            });
-            if dominated_nk || dominated_p {
+            if magnitudes::dominated(value(&total, row), &top, role) {
                 *reason = Some(SuppressionReason::Dominance);
             }
         }
@@ -402,17 +249,17 @@ fn joint_table(
         }
     }
     let dimensions = dimension_names.len();
-    if dimensions > crate::rules::margins::MAX_GROUPING_DIMENSIONS {
+    if dimensions > crate::limits::MAX_GROUPING_DIMENSIONS {
         return Err(EngineError::Limit(format!(
             "a table with margins of {dimensions} dimensions cannot be protected; at most {} are allowed",
-            crate::rules::margins::MAX_GROUPING_DIMENSIONS
+            crate::limits::MAX_GROUPING_DIMENSIONS
         )));
     }
     let rows: usize = computed.iter().map(|c| c.cells.num_rows()).sum();
-    if rows > crate::rules::margins::MAX_MARGIN_CELLS {
+    if rows > crate::limits::MAX_MARGIN_CELLS {
         return Err(EngineError::Limit(format!(
             "a table with margins of more than {} cells cannot be protected; group by fewer or coarser columns, or drop the totals",
-            crate::rules::margins::MAX_MARGIN_CELLS
+            crate::limits::MAX_MARGIN_CELLS
         )));
     }
     let mut index: HashMap<(u64, Vec<ScalarValue>), usize> = HashMap::new();
@@ -591,58 +438,6 @@ fn protect_margins(
     Ok(breakdowns)
 }
 
-/// The groups in which the released aggregates of a query are released, in
-/// the order their last member is computed: aggregates over the same rows
-/// (same [`crate::rules::margins::MarginShape::family`]) form one group,
-/// whose margins are protected together; every other aggregate is a group
-/// of its own. Refuses a query where an aggregate of a group reads the
-/// released cells of an earlier member (that member could not wait for the
-/// group).
-pub fn release_groups(steps: &[ReleaseStep]) -> Result<Vec<Vec<usize>>, EngineError> {
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        match groups
-            .iter_mut()
-            .find(|g| steps[g[0]].margins.family == step.margins.family)
-        {
-            Some(group) => group.push(i),
-            None => groups.push(vec![i]),
-        }
-    }
-    for group in groups.iter().filter(|g| g.len() > 1) {
-        let (first, last) = (group[0], group[group.len() - 1]);
-        for (reader, step) in steps.iter().enumerate().take(last).skip(first + 1) {
-            if group
-                .iter()
-                .any(|&member| member < reader && reads_cells_of(&step.cells, &steps[member]))
-            {
-                return Err(EngineError::refused(
-                    crate::error::Rule::Margins,
-                    "aggregates of this query over the same rows are protected together as one table with margins, and one of them is also read by another aggregate before the table is complete",
-                    "split the query: release the table in one query and aggregate over it in another",
-                ));
-            }
-        }
-    }
-    Ok(groups)
-}
-
-fn reads_cells_of(plan: &datafusion::logical_expr::LogicalPlan, step: &ReleaseStep) -> bool {
-    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    let name = step.table_name();
-    let mut found = false;
-    let _ = plan.apply(|node| {
-        if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node
-            && scan.table_name.table() == name
-        {
-            found = true;
-            return Ok(TreeNodeRecursion::Stop);
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    found
-}
-
 /// Rounds a released value to the nearest multiple of `base`.
 fn round_column(column: &ArrayRef, base: u32) -> Result<ArrayRef, EngineError> {
     let base = f64::from(base);
@@ -658,7 +453,7 @@ fn round_column(column: &ArrayRef, base: u32) -> Result<ArrayRef, EngineError> {
 /// several of the query over the same rows (whose margins are protected
 /// together). Stores the released cells where the rest of the plan reads
 /// them, and returns the time spent in secondary suppression.
-pub fn release(
+fn release(
     steps: &[&ReleaseStep],
     mut computed: Vec<ComputedCells>,
     role: &Role,

@@ -30,7 +30,7 @@ use datafusion::logical_expr::{
     Volatility, lit,
 };
 
-use crate::rules::aggregate_support::positive_literal_argument;
+use crate::functions::literal_argument::positive_literal_argument;
 
 /// The hash seed of persons: fixed, so that partial states merge.
 const PERSON_HASH: QualityRandomState = QualityRandomState::with_seed(0x5e11_5e11_5e11_5e11);

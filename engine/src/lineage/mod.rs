@@ -1,5 +1,10 @@
 //! What the rewrite knows about a relation's rows: whether they belong to
-//! persons and, if so, which output columns carry the person.
+//! persons and, if so, which output columns carry the person; and the
+//! column names the rewrite reserves for itself.
+//!
+//! This module sits below the rules and the walker: rules read lineage and
+//! return verdicts or expressions, the walker carries lineage from node to
+//! node, and neither is imported here.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,6 +19,13 @@ pub const PERSON_COLUMN: &str = "__seuil_person";
 
 /// Prefix reserved for the rewrite's own names.
 pub const RESERVED_PREFIX: &str = "__seuil";
+
+/// Name of the per-cell distinct-person count in a cells plan.
+pub const PERSONS_COLUMN: &str = "__seuil_persons";
+
+/// Name of the dense person number the person index adds to each keyed
+/// copy of a private table.
+pub const PERSON_NUMBER: &str = "__seuil_person_number";
 
 /// Person lineage of a private relation: where its person is, which column
 /// sets determine the person, and which columns hold identifiers.
@@ -197,4 +209,22 @@ pub fn expr_sensitivity(expr: &Expr, lineage: &PersonLineage) -> Option<Option<(
 pub fn output_column(schema: &DFSchema, index: usize) -> Column {
     let (qualifier, field) = schema.qualified_field(index);
     Column::new(qualifier.cloned(), field.name())
+}
+
+/// A row filter with its columns qualified by the scan alias it applies to.
+pub fn requalify(
+    filter: &Expr,
+    alias: &datafusion::common::TableReference,
+) -> datafusion::error::Result<Expr> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    filter
+        .clone()
+        .transform(|e| match e {
+            Expr::Column(column) => Ok(Transformed::yes(Expr::Column(Column::new(
+                Some(alias.clone()),
+                column.name,
+            )))),
+            other => Ok(Transformed::no(other)),
+        })
+        .map(|t| t.data)
 }

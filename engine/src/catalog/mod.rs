@@ -14,11 +14,13 @@ use datafusion::datasource::TableType;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::prelude::ParquetReadOptions;
 use seuil_policies::{ColumnType, DataSchema};
 
+mod keyed;
+
 use crate::error::EngineError;
-use crate::person_index::PersonIndex;
+pub use keyed::{IndexOpening, PersonIndex};
 
 /// The raw tables of a data folder.
 #[derive(Debug, Clone)]
@@ -34,7 +36,10 @@ pub struct DataCatalog {
 
 impl DataCatalog {
     /// Opens every `*.parquet` file of `dir` as a table named after the file.
-    pub async fn open(dir: &Path, options: &crate::EngineOptions) -> Result<Self, EngineError> {
+    pub async fn open(
+        dir: &Path,
+        options: &crate::options::EngineOptions,
+    ) -> Result<Self, EngineError> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             EngineError::Setup(format!(
                 "cannot read the data folder {}: {e}",
@@ -59,7 +64,7 @@ impl DataCatalog {
                 dir.display()
             )));
         }
-        let ctx = SessionContext::new_with_config(crate::session_config(options));
+        let ctx = crate::session::standalone_context(options);
         let mut tables = BTreeMap::new();
         for (name, path) in &files {
             let path_text = path.to_str().ok_or_else(|| {

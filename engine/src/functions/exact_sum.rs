@@ -6,7 +6,7 @@
 //! addition is not associative: the last digits of a sum depend on how rows
 //! were split into partitions and batches and on which thread finished
 //! first. The `row_number()` windows that used to rank each cell's persons
-//! (replaced by [`super::largest`]) sorted every cell's rows before its
+//! (replaced by [`super::nth_largest`]) sorted every cell's rows before its
 //! aggregate, which happened to fix the order; without them the same query
 //! could release `491270.51` once and `491270.5099999997` the next time.
 //!
@@ -415,7 +415,7 @@ mod tests {
     use datafusion::prelude::{SessionConfig, SessionContext};
 
     use super::*;
-    use crate::rules::aggregate_support::testing::{
+    use crate::functions::literal_argument::testing::{
         float_cells_context, last_float_column, partial_aggregation_configs,
     };
 

@@ -42,7 +42,7 @@ use datafusion::logical_expr::{
     Volatility, lit,
 };
 
-use crate::rules::aggregate_support::positive_literal_argument;
+use crate::functions::literal_argument::positive_literal_argument;
 
 /// `seuil_nth_largest(value, n)`: the `n`-th largest non-null `value` of a
 /// cell (ties counted apart), or NULL when it has fewer than `n`. `value`
@@ -344,7 +344,7 @@ mod tests {
     use datafusion::prelude::{SessionConfig, SessionContext};
 
     use super::*;
-    use crate::rules::aggregate_support::testing::{
+    use crate::functions::literal_argument::testing::{
         float_cells_context, last_float_column, partial_aggregation_configs,
     };
 

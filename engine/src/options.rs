@@ -1,0 +1,54 @@
+//! What an engine is opened with: its limits and resources, and where its
+//! person index lives. Read by every module that builds a session; it
+//! imports nothing of the engine but the limits' own types.
+
+use std::path::PathBuf;
+
+use crate::limits;
+
+/// Limits and resources of an engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Memory for query execution; beyond it, operators spill to disk or the
+    /// query fails with a limit error. `None` for no limit.
+    pub memory_limit_bytes: Option<usize>,
+    /// Parallelism of each query; the number of cores when `None`.
+    pub target_partitions: Option<usize>,
+    /// Longest SQL text accepted, in bytes.
+    pub max_sql_bytes: usize,
+    /// Deepest nesting of the SQL accepted (parser recursion).
+    pub max_nesting: usize,
+    /// The size of a query accepted, checked before planning.
+    pub limits: limits::QueryLimits,
+    /// Most cells one released aggregate may have (they are held in memory
+    /// for the release step).
+    pub max_cells: usize,
+    /// Where the person index is kept ([`person_index`]).
+    pub person_index: PersonIndexSetting,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            memory_limit_bytes: None,
+            target_partitions: None,
+            max_sql_bytes: 100_000,
+            max_nesting: 64,
+            limits: limits::QueryLimits::default(),
+            max_cells: 1_000_000,
+            person_index: PersonIndexSetting::default(),
+        }
+    }
+}
+
+/// Where the engine keeps its person index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PersonIndexSetting {
+    /// In `.seuil-index` inside the data folder.
+    #[default]
+    InDataFolder,
+    /// In this folder (for a read-only data folder).
+    Folder(PathBuf),
+    /// No index: every scan joins along the policy's path.
+    Off,
+}

@@ -1,0 +1,60 @@
+//! The DataFusion sessions of the engine: one configuration and one runtime
+//! for all of them, and seuil's aggregate functions registered in each
+//! ([`crate::functions`]), so that a plan built in one session resolves in
+//! any other.
+
+use std::sync::Arc;
+
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::error::EngineError;
+use crate::functions;
+use crate::options::EngineOptions;
+
+/// The DataFusion settings every seuil session uses.
+pub fn session_config(options: &EngineOptions) -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema("seuil", "public")
+        .with_information_schema(true);
+    if let Some(partitions) = options.target_partitions {
+        config = config.with_target_partitions(partitions);
+    }
+    let settings = config.options_mut();
+    // Refusals point at the place in the SQL.
+    settings.sql_parser.collect_spans = true;
+    // Plain UTF-8 strings: the view types are not understood by every client.
+    settings.execution.parquet.schema_force_view_types = false;
+    if let Ok(limit) = datafusion::config::ConfigNonZeroUsize::try_new(options.max_nesting) {
+        settings.sql_parser.recursion_limit = limit;
+    }
+    config
+}
+
+/// The query runtime of an engine: its memory pool, shared by every role's
+/// session, so that the limit holds for the engine as a whole.
+pub fn runtime(options: &EngineOptions) -> Result<Arc<RuntimeEnv>, EngineError> {
+    let mut builder = RuntimeEnvBuilder::new();
+    if let Some(limit) = options.memory_limit_bytes {
+        builder = builder.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+    }
+    builder
+        .build_arc()
+        .map_err(|e| EngineError::Setup(format!("cannot set up the query runtime: {e}")))
+}
+
+/// A session with seuil's settings and functions, on `runtime`.
+pub fn context(options: &EngineOptions, runtime: Arc<RuntimeEnv>) -> SessionContext {
+    let ctx = SessionContext::new_with_config_rt(session_config(options), runtime);
+    functions::register(&ctx);
+    ctx
+}
+
+/// A session with seuil's settings and functions, on a runtime of its own
+/// (for work outside queries: opening data, building the person index).
+pub fn standalone_context(options: &EngineOptions) -> SessionContext {
+    let ctx = SessionContext::new_with_config(session_config(options));
+    functions::register(&ctx);
+    ctx
+}
