@@ -26,14 +26,46 @@
 //!   [`rules::side_channels`], [`rules::read_only`]).
 //!
 //! The rewritten plan is a plain DataFusion plan of standard operators and
-//! registered functions, so it runs in-process here and can run on data nodes
-//! or Ballista. Execution is in two phases: the cells of each released
-//! aggregate are computed and go through the release step on the
-//! coordinator; then the rest of the query runs over released cells only and
-//! streams its result. Nothing in the second phase can read private rows.
+//! seuil's registered functions, so it runs in-process here and can run on
+//! data nodes or Ballista. Execution is in two phases: the cells of each
+//! released aggregate are computed and released by the role's release
+//! mechanism ([`release`]); then the rest of the query runs over released
+//! cells only and streams its result. Nothing in the second phase can read
+//! private rows. An engine with an audit sink ([`audit`]) writes a line
+//! before each query starts and one before its result leaves.
 //!
 //! The engine knows no network protocol: the Flight SQL server and the CLI
 //! (`flight-server`) turn requests into [`Engine::query`] calls.
+//!
+//! ## Where a change belongs
+//!
+//! Modules import one way, lowest first (`tests/layout.rs` checks it):
+//! [`error`], [`cancellation`], [`lineage`] (person lineage, reserved
+//! names), [`functions`], [`limits`], [`options`], [`session`], [`catalog`],
+//! then [`rules`], [`cells`], [`release`], [`audit`], [`rewrite`], and the
+//! [`Engine`] here on top.
+//!
+//! - **A new privacy rule, or a change to one**: its own module under
+//!   [`rules`], named after the rule, with the contract's text in its doc
+//!   comment and its cases in `tests/slt/<rule>.slt`. A rule reads lineage
+//!   and the policy and returns a verdict, a refusal or an expression; it
+//!   never imports the walker. The walker ([`rewrite`]) calls it where it
+//!   applies and notes what it did ([`rewrite::Note`]).
+//! - **A new release mechanism** (a mode of the policy): an implementation
+//!   of [`release::ReleaseMechanism`] beside [`release::Threshold`], chosen
+//!   in [`release::mechanism_for`]. It says what the cells plan must compute
+//!   ([`cells::CellsNeeds`]) and releases computed cells; the threshold code
+//!   is not edited.
+//! - **A new value in the cells plan** (a column a mechanism needs): a
+//!   [`cells::Measure`] or a level of the per-person plan in [`cells`], and
+//!   its place in [`cells::CellsLayout`].
+//! - **A new aggregate function**: a module of [`functions`], registered in
+//!   every session by [`functions::register`]; DataFusion's own aggregates
+//!   are told apart by [`functions::KnownAggregate`], never by name.
+//! - **A new limit**: [`limits`], checked before planning.
+//! - **A new path that reads private data** (a data node, a tool): it opens
+//!   an [`Engine`], sets its audit sink with [`Engine::with_audit`], and
+//!   goes through [`Engine::query_before`], so that it audits the same way.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), seuil_engine::EngineError> {

@@ -7,6 +7,7 @@
 //! Imports are read from the source text (`crate::...`, `super::...`, and a
 //! folder's own child modules named from its `mod.rs`), with comments and
 //! unit-test modules left out: documentation links are not imports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -1,5 +1,6 @@
 //! The `seuil` command line, run as a user runs it: `gen`, `query`,
 //! `policy check`, `policy explain`, `policy schema`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,5 +1,6 @@
 //! End-to-end checks of the generator: reproducibility, schemas, referential integrity and the
 //! realism a disclosure-control engine needs (small cells next to large ones).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;

@@ -6,6 +6,7 @@
 //! sum of its cells, and bounds each suppressed cell by linear programming,
 //! as sdcTable's `attack()` does. Also reported: how many cells the
 //! secondary suppression hides beyond the primary ones.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 use std::collections::{BTreeMap, HashMap};
 

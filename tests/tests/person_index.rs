@@ -4,6 +4,7 @@
 //! scans the keyed tables and for one whose row filters make it join. And the
 //! index follows its data: rebuilt when a table changes, shared by engines
 //! that open the same folder at once, and never required.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 use std::path::Path;
 

@@ -2,6 +2,7 @@
 //! (waited for by reading the line it prints once it listens, no sleeps), a
 //! query through it, then `seuil audit verify` on the log it wrote, intact
 //! and tampered with.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 mod server_common;
 

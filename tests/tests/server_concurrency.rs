@@ -1,6 +1,7 @@
 //! Many clients at once: 32 clients, each on its own connection and login,
 //! run a mix of queries for a bounded time; every answer must equal the one
 //! a single client gets, with no error, under a small memory pool.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 mod server_common;
 

@@ -2,6 +2,7 @@
 //! Rust `FlightSqlServiceClient`: queries, prepared statements, catalog and
 //! server metadata, each auth failure, each error code, the limits and the
 //! audit log.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 mod server_common;
 

@@ -1,5 +1,6 @@
 //! The server over TLS and mutual TLS, with certificates made for the test:
 //! a private CA, a server certificate for `localhost`, a client certificate.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 mod server_common;
 

@@ -3,6 +3,7 @@
 //! any, and the same metadata keys and suppression report, for every query:
 //! random queries of the grammar, and queries built to fail on that one
 //! person's values.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 use datafusion::arrow::array::AsArray;
 use futures::TryStreamExt;

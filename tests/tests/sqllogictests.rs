@@ -5,6 +5,7 @@
 //! sqllogictests -- --complete` rewrites the expected results in place;
 //! review the diff before committing it. A file name given as an argument
 //! runs only the files whose names contain it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 use std::path::PathBuf;
 use std::process::ExitCode;

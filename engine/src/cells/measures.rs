@@ -24,6 +24,7 @@ use seuil_policies::Role;
 
 use crate::error::place_of;
 use crate::error::{EngineError, Refusal, Rule};
+use crate::functions::KnownAggregate;
 use crate::lineage::{PersonLineage, bare_column, expr_sensitivity};
 
 /// Which order statistic, as it is trimmed over persons.
@@ -73,7 +74,7 @@ pub enum Measure {
         argument: Expr,
         /// The user's function (`min`, `bool_or`, ...), for combining the
         /// per-person partials.
-        function: &'static str,
+        function: KnownAggregate,
     },
     /// Computed directly by the user's call, over the cell's rows: the
     /// spread statistics (`STDDEV`, `VAR`) of columns that are not
@@ -285,17 +286,22 @@ fn resolve_measure(
     lineage: &PersonLineage,
     role: &Role,
 ) -> Result<Measure, EngineError> {
-    let name = function.func.name();
     let arguments = &function.params.args;
     let argument = arguments.first().cloned();
-    let argument_text = argument.as_ref().map(|a| a.to_string()).unwrap_or_default();
-    let sensitivity = arguments.iter().find_map(|a| expr_sensitivity(a, lineage));
-    let distinct = function.params.distinct;
-    // An argument without a column (`count(*)` is `count(1)`) is the same
-    // for every row.
-    let column_argument = argument.clone().filter(reads_a_column);
-    match name {
-        "count" if distinct => match &column_argument {
+    let parts = CallParts {
+        name: function.func.name(),
+        call,
+        argument_text: argument.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+        sensitivity: arguments.iter().find_map(|a| expr_sensitivity(a, lineage)),
+        distinct: function.params.distinct,
+        // An argument without a column (`count(*)` is `count(1)`) is the
+        // same for every row.
+        column_argument: argument.clone().filter(reads_a_column),
+        argument,
+    };
+    let known = KnownAggregate::of(function);
+    match known {
+        KnownAggregate::Count if parts.distinct => match &parts.column_argument {
             Some(a) if arguments.len() == 1 && is_person_key(a, lineage) => {
                 Ok(Measure::CountPersons {
                     argument: a.clone(),
@@ -304,113 +310,145 @@ fn resolve_measure(
             _ => Err(refusal(
                 Rule::MinPersons,
                 format!(
-                    "COUNT(DISTINCT {argument_text}) counts values, and a value may be held by fewer persons than the threshold"
+                    "COUNT(DISTINCT {}) counts values, and a value may be held by fewer persons than the threshold",
+                    parts.argument_text
                 ),
                 "count persons with COUNT(DISTINCT <a person key>), or count the values that enough persons hold: SELECT count(*) FROM (SELECT <column> FROM <table> GROUP BY <column>)",
                 call,
             )),
         },
-        "count" => Ok(Measure::Count {
-            argument: column_argument,
+        KnownAggregate::Count => Ok(Measure::Count {
+            argument: parts.column_argument,
         }),
-        "sum" | "avg" | "mean" => {
-            if distinct {
-                return Err(refusal(
-                    Rule::MinPersons,
-                    format!(
-                        "{}(DISTINCT {argument_text}) adds distinct values, and a value may be held by fewer persons than the threshold",
-                        name.to_uppercase()
-                    ),
-                    "drop DISTINCT",
-                    call,
-                ));
-            }
-            let Some(argument) = argument else {
-                return Err(EngineError::internal("a sum without an argument"));
-            };
-            let bounds = match sensitivity {
-                None => None,
-                Some(Some(bounds)) => Some(bounds),
-                Some(None) => {
-                    return Err(refusal(
-                        Rule::Magnitudes,
-                        format!(
-                            "{name}({argument_text}) sums an expression of a sensitive column, whose contributions have no bounds to clamp to"
-                        ),
-                        "sum the sensitive column itself, and select rows with WHERE or FILTER instead of CASE",
-                        call,
-                    ));
-                }
-            };
-            Ok(if name == "sum" {
-                Measure::Sum { argument, bounds }
-            } else {
-                Measure::Avg { argument, bounds }
-            })
-        }
-        "min" | "max" | "median" | "bool_and" | "bool_or" => {
-            let Some(argument) = column_argument else {
-                return Ok(Measure::Direct {
-                    argument: None,
-                    structural: false,
-                });
-            };
-            if !role.order_statistics.allowed {
-                let class = if sensitivity.is_some() {
-                    "a sensitive"
-                } else {
-                    "a private"
-                };
-                return Err(refusal(
-                    Rule::Magnitudes,
-                    format!(
-                        "{}({argument_text}) of {class} column would release one person's value",
-                        name.to_uppercase()
-                    ),
-                    "count or average instead, or ask for a role whose policy allows order statistics",
-                    call,
-                ));
-            }
-            let (kind, function) = match name {
-                "min" => (OrderKind::Min, "min"),
-                "bool_and" => (OrderKind::Min, "bool_and"),
-                "max" => (OrderKind::Max, "max"),
-                "bool_or" => (OrderKind::Max, "bool_or"),
-                _ => (OrderKind::Median, "median"),
-            };
-            Ok(Measure::Order {
-                kind,
-                argument,
-                function,
-            })
-        }
-        "grouping" => Ok(Measure::Direct {
+        KnownAggregate::Sum | KnownAggregate::Avg => parts.sum(known),
+        order if order.is_order_statistic() => parts.order_statistic(order, role),
+        KnownAggregate::Grouping => Ok(Measure::Direct {
             argument: None,
             structural: true,
         }),
-        _ => {
-            if sensitivity.is_some() {
+        _ => parts.other(),
+    }
+}
+
+/// What resolving one aggregate call reads of it.
+struct CallParts<'a> {
+    /// The function's name, as DataFusion resolved it.
+    name: &'a str,
+    call: &'a Expr,
+    argument: Option<Expr>,
+    argument_text: String,
+    /// The sensitivity of the first argument that reads a sensitive column.
+    sensitivity: Option<Option<(f64, f64)>>,
+    distinct: bool,
+    /// The first argument, when it reads a column.
+    column_argument: Option<Expr>,
+}
+
+impl CallParts<'_> {
+    /// SUM and AVG: clamped to the bounds of a sensitive column, refused
+    /// over expressions of one (no bounds to clamp to) and over DISTINCT.
+    fn sum(self, known: KnownAggregate) -> Result<Measure, EngineError> {
+        let name = self.name;
+        let argument_text = &self.argument_text;
+        if self.distinct {
+            return Err(refusal(
+                Rule::MinPersons,
+                format!(
+                    "{}(DISTINCT {argument_text}) adds distinct values, and a value may be held by fewer persons than the threshold",
+                    name.to_uppercase()
+                ),
+                "drop DISTINCT",
+                self.call,
+            ));
+        }
+        let Some(argument) = self.argument else {
+            return Err(EngineError::internal("a sum without an argument"));
+        };
+        let bounds = match self.sensitivity {
+            None => None,
+            Some(Some(bounds)) => Some(bounds),
+            Some(None) => {
                 return Err(refusal(
                     Rule::Magnitudes,
-                    format!("{name}({argument_text}) of a sensitive column cannot be protected"),
-                    "SUM, AVG, and (when the role allows them) MIN, MAX and MEDIAN are released for sensitive columns",
-                    call,
-                ));
-            }
-            if distinct {
-                return Err(refusal(
-                    Rule::MinPersons,
                     format!(
-                        "{name}(DISTINCT {argument_text}) works on distinct values, and a value may be held by fewer persons than the threshold"
+                        "{name}({argument_text}) sums an expression of a sensitive column, whose contributions have no bounds to clamp to"
                     ),
-                    "drop DISTINCT",
-                    call,
+                    "sum the sensitive column itself, and select rows with WHERE or FILTER instead of CASE",
+                    self.call,
                 ));
             }
-            Ok(Measure::Direct {
-                argument: column_argument,
+        };
+        Ok(if known == KnownAggregate::Sum {
+            Measure::Sum { argument, bounds }
+        } else {
+            Measure::Avg { argument, bounds }
+        })
+    }
+
+    /// MIN, MAX, MEDIAN (and BOOL_AND, BOOL_OR, the minimum and maximum of
+    /// booleans) of a private column: refused unless the role allows order
+    /// statistics.
+    fn order_statistic(self, known: KnownAggregate, role: &Role) -> Result<Measure, EngineError> {
+        let Some(argument) = self.column_argument else {
+            return Ok(Measure::Direct {
+                argument: None,
                 structural: false,
-            })
+            });
+        };
+        if !role.order_statistics.allowed {
+            let class = if self.sensitivity.is_some() {
+                "a sensitive"
+            } else {
+                "a private"
+            };
+            return Err(refusal(
+                Rule::Magnitudes,
+                format!(
+                    "{}({}) of {class} column would release one person's value",
+                    self.name.to_uppercase(),
+                    self.argument_text
+                ),
+                "count or average instead, or ask for a role whose policy allows order statistics",
+                self.call,
+            ));
         }
+        let kind = match known {
+            KnownAggregate::Min | KnownAggregate::BoolAnd => OrderKind::Min,
+            KnownAggregate::Max | KnownAggregate::BoolOr => OrderKind::Max,
+            _ => OrderKind::Median,
+        };
+        Ok(Measure::Order {
+            kind,
+            argument,
+            function: known,
+        })
+    }
+
+    /// Any other aggregate: computed as written, refused over a sensitive
+    /// column or over DISTINCT values.
+    fn other(self) -> Result<Measure, EngineError> {
+        let (name, argument_text) = (self.name, &self.argument_text);
+        if self.sensitivity.is_some() {
+            return Err(refusal(
+                Rule::Magnitudes,
+                format!("{name}({argument_text}) of a sensitive column cannot be protected"),
+                "SUM, AVG, and (when the role allows them) MIN, MAX and MEDIAN are released for sensitive columns",
+                self.call,
+            ));
+        }
+        if self.distinct {
+            return Err(refusal(
+                Rule::MinPersons,
+                format!(
+                    "{name}(DISTINCT {argument_text}) works on distinct values, and a value may be held by fewer persons than the threshold"
+                ),
+                "drop DISTINCT",
+                self.call,
+            ));
+        }
+        Ok(Measure::Direct {
+            argument: self.column_argument,
+            structural: false,
+        })
     }
 }

@@ -44,8 +44,8 @@ use super::measures::{Measure, OrderKind, Value};
 use super::single_level::contributor_conditions;
 use crate::error::place_of;
 use crate::error::{EngineError, Refusal, Rule, plan_fault};
-use crate::functions::exact_sum;
 use crate::functions::nth_largest;
+use crate::functions::{KnownAggregate, exact_sum};
 use crate::lineage::PERSONS_COLUMN;
 use crate::lineage::{PersonLineage, output_column};
 
@@ -313,19 +313,19 @@ impl<'a> PerPersonPlan<'a> {
                 function,
             } => {
                 let (udaf, how) = match *function {
-                    "min" => (
+                    KnownAggregate::Min => (
                         datafusion::functions_aggregate::min_max::min_udaf(),
                         Combine::Min,
                     ),
-                    "max" => (
+                    KnownAggregate::Max => (
                         datafusion::functions_aggregate::min_max::max_udaf(),
                         Combine::Max,
                     ),
-                    "bool_and" => (
+                    KnownAggregate::BoolAnd => (
                         datafusion::functions_aggregate::bool_and_or::bool_and_udaf(),
                         Combine::BoolAnd,
                     ),
-                    "bool_or" => (
+                    KnownAggregate::BoolOr => (
                         datafusion::functions_aggregate::bool_and_or::bool_or_udaf(),
                         Combine::BoolOr,
                     ),

@@ -9,6 +9,9 @@
 //!   dominance rules (rule 6);
 //! - [`exact_sum`]: float sums that do not depend on row order.
 //!
+//! [`KnownAggregate`] names DataFusion's own aggregates as the rules tell
+//! them apart.
+//!
 //! Every session the engine builds registers them ([`register`]), so that a
 //! cells plan can be resolved by name wherever it is planned or decoded
 //! (a data node receiving a serialised plan, for one). A new function goes
@@ -16,6 +19,7 @@
 //! one line in [`all`].
 
 pub mod exact_sum;
+pub mod known;
 mod literal_argument;
 pub mod nth_largest;
 pub mod persons_up_to;
@@ -24,6 +28,7 @@ use datafusion::logical_expr::AggregateUDF;
 use datafusion::prelude::SessionContext;
 
 pub use exact_sum::{ExactSum, exact_sum};
+pub use known::KnownAggregate;
 pub use nth_largest::{NthLargest, nth_largest};
 pub use persons_up_to::{PersonsUpTo, persons_up_to};
 

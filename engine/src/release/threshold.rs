@@ -232,42 +232,15 @@ fn joint_table(
     steps: &[&ReleaseStep],
     computed: &[ComputedCells],
 ) -> Result<JointTable, EngineError> {
-    let mut dimension_names: Vec<String> = Vec::new();
-    let mut display_names: Vec<String> = Vec::new();
-    let mut measure_names: Vec<String> = Vec::new();
-    for step in steps {
-        for (dimension, display) in step.margins.dimensions.iter().zip(&step.margins.display) {
-            if !dimension_names.contains(dimension) {
-                dimension_names.push(dimension.clone());
-                display_names.push(display.clone());
-            }
-        }
-        for measure in step.margins.measures.iter().flatten() {
-            if !measure_names.contains(measure) {
-                measure_names.push(measure.clone());
-            }
-        }
-    }
-    let dimensions = dimension_names.len();
-    if dimensions > crate::limits::MAX_GROUPING_DIMENSIONS {
-        return Err(EngineError::Limit(format!(
-            "a table with margins of {dimensions} dimensions cannot be protected; at most {} are allowed",
-            crate::limits::MAX_GROUPING_DIMENSIONS
-        )));
-    }
-    let rows: usize = computed.iter().map(|c| c.cells.num_rows()).sum();
-    if rows > crate::limits::MAX_MARGIN_CELLS {
-        return Err(EngineError::Limit(format!(
-            "a table with margins of more than {} cells cannot be protected; group by fewer or coarser columns, or drop the totals",
-            crate::limits::MAX_MARGIN_CELLS
-        )));
-    }
+    let names = JointNames::of(steps);
+    let dimensions = names.dimensions.len();
+    check_joint_size(dimensions, computed)?;
     let mut index: HashMap<(u64, Vec<ScalarValue>), usize> = HashMap::new();
     let mut table = MarginTable {
         keys: Vec::new(),
         masks: Vec::new(),
-        measures: vec![Vec::new(); measure_names.len()],
-        non_negative: vec![true; measure_names.len()],
+        measures: vec![Vec::new(); names.measures.len()],
+        non_negative: vec![true; names.measures.len()],
     };
     let mut cell_of = Vec::with_capacity(steps.len());
     let mut breakdowns = Vec::new();
@@ -278,43 +251,15 @@ fn joint_table(
             .dimensions
             .iter()
             .map(|d| {
-                dimension_names
+                names
+                    .dimensions
                     .iter()
                     .position(|n| n == d)
                     .ok_or_else(|| execution("a dimension is missing from its table"))
             })
             .collect::<Result<_, _>>()?;
-        let own_masks: Vec<u64> = match step.layout.grouping {
-            Some((own_dimensions, gid_column)) => {
-                let gid = cast(cells.column(gid_column), &DataType::UInt64).map_err(execution)?;
-                let gid = gid
-                    .as_any()
-                    .downcast_ref::<UInt64Array>()
-                    .ok_or_else(|| execution("grouping ids are not integers"))?;
-                let mask = (1u64 << own_dimensions) - 1;
-                (0..cells.num_rows())
-                    .map(|row| gid.value(row) & mask)
-                    .collect()
-            }
-            None => vec![0; cells.num_rows()],
-        };
-        let values: Vec<Option<(usize, Float64Array)>> = step
-            .margins
-            .measures
-            .iter()
-            .enumerate()
-            .map(|(position, name)| match name {
-                Some(name) => {
-                    let column = as_f64(cells.column(step.layout.group_columns + position))?;
-                    let joint = measure_names
-                        .iter()
-                        .position(|n| n == name)
-                        .ok_or_else(|| execution("a measure is missing from its table"))?;
-                    Ok(Some((joint, column)))
-                }
-                None => Ok(None),
-            })
-            .collect::<Result<_, EngineError>>()?;
+        let own_masks = own_masks(step, cells)?;
+        let values = joint_values(step, cells, &names.measures)?;
         let own_count = own.len();
         let mut rows = Vec::with_capacity(cells.num_rows());
         for (row, own_mask) in own_masks.iter().enumerate() {
@@ -340,12 +285,7 @@ fn joint_table(
                     for measure in &mut table.measures {
                         measure.push(None);
                     }
-                    breakdowns.push(
-                        (0..dimensions)
-                            .filter(|d| mask & (1 << (dimensions - 1 - d)) == 0)
-                            .map(|d| display_names[d].clone())
-                            .collect(),
-                    );
+                    breakdowns.push(names.breakdown(mask));
                     cell
                 }
             };
@@ -370,6 +310,110 @@ fn joint_table(
         cell_of,
         breakdowns,
     })
+}
+
+/// The dimensions (with the names reports show) and the measures of a
+/// joint table, in the order the aggregates first name them.
+struct JointNames {
+    dimensions: Vec<String>,
+    display: Vec<String>,
+    measures: Vec<String>,
+}
+
+impl JointNames {
+    fn of(steps: &[&ReleaseStep]) -> Self {
+        let mut names = JointNames {
+            dimensions: Vec::new(),
+            display: Vec::new(),
+            measures: Vec::new(),
+        };
+        for step in steps {
+            for (dimension, display) in step.margins.dimensions.iter().zip(&step.margins.display) {
+                if !names.dimensions.contains(dimension) {
+                    names.dimensions.push(dimension.clone());
+                    names.display.push(display.clone());
+                }
+            }
+            for measure in step.margins.measures.iter().flatten() {
+                if !names.measures.contains(measure) {
+                    names.measures.push(measure.clone());
+                }
+            }
+        }
+        names
+    }
+
+    /// The dimensions a cell of joint mask `mask` is broken down by.
+    fn breakdown(&self, mask: u64) -> Vec<String> {
+        let dimensions = self.dimensions.len();
+        (0..dimensions)
+            .filter(|d| mask & (1 << (dimensions - 1 - d)) == 0)
+            .map(|d| self.display[d].clone())
+            .collect()
+    }
+}
+
+/// Refuses a joint table too large to protect: its masks are 64-bit, and
+/// the attacker's linear programs grow with its cells.
+fn check_joint_size(dimensions: usize, computed: &[ComputedCells]) -> Result<(), EngineError> {
+    if dimensions > crate::limits::MAX_GROUPING_DIMENSIONS {
+        return Err(EngineError::Limit(format!(
+            "a table with margins of {dimensions} dimensions cannot be protected; at most {} are allowed",
+            crate::limits::MAX_GROUPING_DIMENSIONS
+        )));
+    }
+    let rows: usize = computed.iter().map(|c| c.cells.num_rows()).sum();
+    if rows > crate::limits::MAX_MARGIN_CELLS {
+        return Err(EngineError::Limit(format!(
+            "a table with margins of more than {} cells cannot be protected; group by fewer or coarser columns, or drop the totals",
+            crate::limits::MAX_MARGIN_CELLS
+        )));
+    }
+    Ok(())
+}
+
+/// Each cell's mask over its own aggregate's dimensions: a bit set for each
+/// dimension the cell is aggregated over (none without grouping sets).
+fn own_masks(step: &ReleaseStep, cells: &RecordBatch) -> Result<Vec<u64>, EngineError> {
+    Ok(match step.layout.grouping {
+        Some((own_dimensions, gid_column)) => {
+            let gid = cast(cells.column(gid_column), &DataType::UInt64).map_err(execution)?;
+            let gid = gid
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .ok_or_else(|| execution("grouping ids are not integers"))?;
+            let mask = (1u64 << own_dimensions) - 1;
+            (0..cells.num_rows())
+                .map(|row| gid.value(row) & mask)
+                .collect()
+        }
+        None => vec![0; cells.num_rows()],
+    })
+}
+
+/// For each value of the aggregate that takes part in the joint table, its
+/// position among the table's measures and its column.
+fn joint_values(
+    step: &ReleaseStep,
+    cells: &RecordBatch,
+    measure_names: &[String],
+) -> Result<Vec<Option<(usize, Float64Array)>>, EngineError> {
+    step.margins
+        .measures
+        .iter()
+        .enumerate()
+        .map(|(position, name)| match name {
+            Some(name) => {
+                let column = as_f64(cells.column(step.layout.group_columns + position))?;
+                let joint = measure_names
+                    .iter()
+                    .position(|n| n == name)
+                    .ok_or_else(|| execution("a measure is missing from its table"))?;
+                Ok(Some((joint, column)))
+            }
+            None => Ok(None),
+        })
+        .collect()
 }
 
 /// Secondary suppression over a group of aggregates with margins: hides, in

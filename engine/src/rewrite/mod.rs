@@ -24,6 +24,7 @@ use seuil_policies::{Policy, Role};
 use crate::catalog::DataCatalog;
 use crate::cells::{self, CellsNeeds, ReleaseStep};
 use crate::error::{EngineError, Place, Refusal, Rule, place_of, place_of_column, plan_fault};
+use crate::functions::KnownAggregate;
 use crate::hints;
 use crate::lineage::{
     Node, PERSON_COLUMN, PersonLineage, Privacy, RESERVED_PREFIX, bare_column, output_column,
@@ -862,12 +863,19 @@ fn per_person_sensitivity(expr: &Expr, lineage: &PersonLineage) -> Option<Option
         other => other,
     };
     if let Expr::AggregateFunction(function) = inner {
-        let name = function.func.name();
-        if name == "count" {
+        let known = KnownAggregate::of(function);
+        if known == KnownAggregate::Count {
             return None;
         }
         if let [argument] = function.params.args.as_slice()
-            && matches!(name, "sum" | "avg" | "mean" | "min" | "max" | "median")
+            && matches!(
+                known,
+                KnownAggregate::Sum
+                    | KnownAggregate::Avg
+                    | KnownAggregate::Min
+                    | KnownAggregate::Max
+                    | KnownAggregate::Median
+            )
         {
             return crate::lineage::expr_sensitivity(argument, lineage);
         }
@@ -915,7 +923,7 @@ fn check_one_window(
             .at(place_of(expr)),
         ));
     }
-    if window.fun.name() != "count" {
+    if KnownAggregate::named(window.fun.name()) != KnownAggregate::Count {
         for argument in &window.params.args {
             if let Some(column) = identifiers::first_identifier(argument, lineage) {
                 return Err(EngineError::Refused(

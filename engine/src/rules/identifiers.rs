@@ -25,6 +25,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
 use crate::error::place_of_column;
 use crate::error::{Refusal, Rule};
+use crate::functions::KnownAggregate;
 use crate::lineage::{PersonLineage, bare_column};
 
 /// The first identifier column an expression references, if any.
@@ -173,7 +174,7 @@ pub fn check_aggregate(expr: &Expr, lineage: &PersonLineage) -> Result<(), Refus
     let mut outcome = Ok(());
     let _ = expr.apply(|e| {
         if let Expr::AggregateFunction(function) = e {
-            if function.func.name() == "count" {
+            if KnownAggregate::of(function) == KnownAggregate::Count {
                 // count(identifier) and count(DISTINCT identifier) only count values.
                 for argument in &function.params.args {
                     if let Err(r) = check_value(argument, lineage) {

@@ -6,11 +6,9 @@ use std::path::{Path, PathBuf};
 use seuil_engine::{Engine, EngineOptions, IndexOpening};
 use seuil_policies::PolicySource;
 
+use crate::cli::generate::{DEMO_SEED, generate_with_progress};
 use crate::config::ServerConfig;
 use crate::server::audit::{AuditKey, AuditLog};
-
-/// Seed of the demo data, so that every demo shows the same numbers.
-pub const DEMO_SEED: u64 = 2026;
 
 /// Where data, policy and users come from, as flags override the configuration.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -95,7 +93,7 @@ pub fn ensure_demo_data(config: &ServerConfig) -> anyhow::Result<()> {
         dir.display(),
         config.server.demo_persons
     );
-    crate::cli::generate::generate_with_progress(config.server.demo_persons, DEMO_SEED, dir)?;
+    generate_with_progress(config.server.demo_persons, DEMO_SEED, dir)?;
     Ok(())
 }
 

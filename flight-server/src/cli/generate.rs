@@ -5,6 +5,9 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Seed of the demo data, so that every demo shows the same numbers.
+pub const DEMO_SEED: u64 = 2026;
+
 /// Arguments of `seuil gen`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GenArgs {
@@ -12,7 +15,7 @@ pub struct GenArgs {
     #[arg(long, default_value_t = 100_000)]
     pub persons: u64,
     /// Seed: the same seed gives identical files.
-    #[arg(long, default_value_t = crate::cli::data::DEMO_SEED)]
+    #[arg(long, default_value_t = DEMO_SEED)]
     pub seed: u64,
     /// Output folder (created if missing).
     #[arg(long)]

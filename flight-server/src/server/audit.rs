@@ -35,6 +35,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use seuil_engine::audit::{AuditSink, AuditUnavailable};
@@ -110,8 +111,11 @@ impl AuditKey {
     }
 
     fn mac(&self, content: &str) -> String {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        // HMAC pads a key shorter than the hash's block with zeros: the
+        // padded key gives the same MAC, with no length to get wrong.
+        let mut block = [0u8; 64];
+        block[..self.0.len()].copy_from_slice(&self.0);
+        let mut mac = <Hmac<Sha256> as KeyInit>::new(&block.into());
         mac.update(content.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }

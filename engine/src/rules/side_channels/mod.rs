@@ -40,6 +40,7 @@ use datafusion::scalar::ScalarValue;
 
 use crate::error::place_of;
 use crate::error::{Refusal, Rule};
+use crate::functions::KnownAggregate;
 use allowlist::{AGGREGATE_FUNCTIONS, Literal, WINDOW_FUNCTIONS, scalar_function};
 use constants::{constant_value, interval_days};
 
@@ -126,7 +127,7 @@ fn check_one(expr: &Expr, schema: &DFSchema) -> Result<(), Refusal> {
             if !AGGREGATE_FUNCTIONS.contains(&name) {
                 return Err(refuse_function("aggregate", name, expr));
             }
-            if matches!(name, "avg" | "mean")
+            if KnownAggregate::of(function) == KnownAggregate::Avg
                 && let Some(argument) = function.params.args.first()
                 && let Some(DataType::Decimal128(p, _) | DataType::Decimal256(p, _)) =
                     type_of(argument, schema)
