@@ -12,9 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue};
-use datafusion::logical_expr::expr::{GroupingSet, WindowFunction};
+use datafusion::logical_expr::expr::GroupingSet;
 use datafusion::logical_expr::{
     Aggregate, Expr, Filter, Join, JoinType, LogicalPlan, Projection, SubqueryAlias, Union, Window,
     col, lit,
@@ -23,13 +22,13 @@ use seuil_policies::{Policy, Role};
 
 use crate::catalog::DataCatalog;
 use crate::cells::{self, CellsNeeds, ReleaseStep};
-use crate::error::{EngineError, Place, Refusal, Rule, place_of, place_of_column, plan_fault};
-use crate::functions::KnownAggregate;
-use crate::hints;
+use crate::error::{EngineError, Place, Refusal, Rule, place_of, plan_fault};
 use crate::lineage::{
     Node, PERSON_COLUMN, PersonLineage, Privacy, RESERVED_PREFIX, bare_column, output_column,
 };
-use crate::rules::{aggregates_only, identifiers, margins, person_lineage, side_channels};
+use crate::rules::{
+    aggregates_only, identifiers, magnitudes, margins, person_lineage, side_channels,
+};
 
 /// The rewritten query: the plan that produces the result from released
 /// cells, and the released aggregates whose cells must be computed and
@@ -441,7 +440,7 @@ impl<'a> PrivacyRewrite<'a> {
         let mut output = lineage.through(&renamed, person);
         let groups = rebuilt.group_expr.len();
         for (i, expr) in rebuilt.aggr_expr.iter().enumerate() {
-            if let Some(sensitivity) = per_person_sensitivity(expr, &lineage) {
+            if let Some(sensitivity) = magnitudes::per_person_sensitivity(expr, &lineage) {
                 output
                     .sensitive
                     .insert(output_column(&schema, groups + i), sensitivity);
@@ -461,7 +460,7 @@ impl<'a> PrivacyRewrite<'a> {
         let input = self.rewrite(&window.input)?;
         if let Some(lineage) = input.privacy.lineage() {
             for expr in &window.window_expr {
-                check_window(expr, lineage, self.policy)?;
+                person_lineage::check_window(expr, lineage, self.policy)?;
             }
         }
         let exprs = named(&window.window_expr, input.plan.schema())?;
@@ -504,7 +503,7 @@ impl<'a> PrivacyRewrite<'a> {
             .and_then(|(l, _)| place_of(l))
             .or_else(|| join.filter.as_ref().and_then(place_of));
         if let Some(filter) = &join.filter {
-            let combined = combined_lineage(left_lineage, right_lineage);
+            let combined = person_lineage::combined_lineage(left_lineage, right_lineage);
             if let Some(lineage) = &combined {
                 identifiers::check_condition(filter, lineage)?;
             }
@@ -537,7 +536,13 @@ impl<'a> PrivacyRewrite<'a> {
                     }),
                     _ => {
                         let person_name = self.fresh_person();
-                        one_person_after_join(rebuilt, join_type, &l, &r, &person_name)
+                        person_lineage::one_person_after_join(
+                            rebuilt,
+                            join_type,
+                            &l,
+                            &r,
+                            &person_name,
+                        )
                     }
                 }
             }
@@ -759,27 +764,6 @@ fn filtered_by_private(place: Option<Place>) -> EngineError {
     )
 }
 
-fn combined_lineage(
-    left: Option<&PersonLineage>,
-    right: Option<&PersonLineage>,
-) -> Option<PersonLineage> {
-    match (left, right) {
-        (None, None) => None,
-        (Some(one), None) | (None, Some(one)) => Some(one.clone()),
-        (Some(l), Some(r)) => Some(PersonLineage {
-            person: l.person.clone(),
-            keys: Vec::new(),
-            identifiers: l.identifiers.union(&r.identifiers).cloned().collect(),
-            sensitive: l
-                .sensitive
-                .iter()
-                .chain(r.sensitive.iter())
-                .map(|(c, b)| (c.clone(), *b))
-                .collect(),
-        }),
-    }
-}
-
 fn rebuild_join(
     join: &Join,
     left: LogicalPlan,
@@ -800,149 +784,4 @@ fn rebuild_join(
         )
         .map_err(plan_fault)?,
     ))
-}
-
-/// After an inner or outer join of two private sides, keep one person column.
-fn one_person_after_join(
-    joined: LogicalPlan,
-    join_type: JoinType,
-    left: &PersonLineage,
-    right: &PersonLineage,
-    person_name: &str,
-) -> Result<Node, EngineError> {
-    let schema = Arc::clone(joined.schema());
-    let mut exprs = Vec::with_capacity(schema.fields().len() - 1);
-    for i in 0..schema.fields().len() {
-        let column = output_column(&schema, i);
-        if column == left.person || column == right.person {
-            continue;
-        }
-        exprs.push(Expr::Column(column));
-    }
-    exprs.push(
-        person_lineage::joined_person(join_type, &left.person, &right.person).alias(person_name),
-    );
-    let projection = Projection::try_new(exprs, Arc::new(joined)).map_err(plan_fault)?;
-    let last = projection.schema.fields().len() - 1;
-    let person = output_column(&projection.schema, last);
-    let mut keys: Vec<Vec<Column>> = match join_type {
-        JoinType::Inner => left.keys.iter().chain(right.keys.iter()).cloned().collect(),
-        JoinType::Left => left.keys.clone(),
-        JoinType::Right => right.keys.clone(),
-        _ => Vec::new(),
-    };
-    keys.retain(|key| !key.contains(&left.person) && !key.contains(&right.person));
-    keys.push(vec![person.clone()]);
-    Ok(Node {
-        plan: LogicalPlan::Projection(projection),
-        privacy: Privacy::Private(Box::new(PersonLineage {
-            person,
-            keys,
-            identifiers: left
-                .identifiers
-                .union(&right.identifiers)
-                .cloned()
-                .collect(),
-            sensitive: left
-                .sensitive
-                .iter()
-                .chain(right.sensitive.iter())
-                .map(|(c, b)| (c.clone(), *b))
-                .collect(),
-        })),
-    })
-}
-
-/// The sensitivity of a per-person aggregate's output: a person's sum,
-/// average, minimum, maximum or median of a bounded magnitude keeps its
-/// bounds (they bound a person's contribution in a cell); counts carry no
-/// magnitude; anything else computed from a magnitude has no bounds.
-fn per_person_sensitivity(expr: &Expr, lineage: &PersonLineage) -> Option<Option<(f64, f64)>> {
-    let inner = match expr {
-        Expr::Alias(alias) => alias.expr.as_ref(),
-        other => other,
-    };
-    if let Expr::AggregateFunction(function) = inner {
-        let known = KnownAggregate::of(function);
-        if known == KnownAggregate::Count {
-            return None;
-        }
-        if let [argument] = function.params.args.as_slice()
-            && matches!(
-                known,
-                KnownAggregate::Sum
-                    | KnownAggregate::Avg
-                    | KnownAggregate::Min
-                    | KnownAggregate::Max
-                    | KnownAggregate::Median
-            )
-        {
-            return crate::lineage::expr_sensitivity(argument, lineage);
-        }
-    }
-    crate::lineage::expr_sensitivity(inner, lineage).map(|_| None)
-}
-
-/// A window function over private rows must be partitioned by the person,
-/// and may not read identifiers.
-fn check_window(expr: &Expr, lineage: &PersonLineage, policy: &Policy) -> Result<(), EngineError> {
-    let mut outcome = Ok(());
-    let _ = expr.apply(|e| {
-        if let Expr::WindowFunction(window) = e {
-            outcome = check_one_window(window, lineage, e, policy);
-            if outcome.is_err() {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-            return Ok(TreeNodeRecursion::Jump);
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    outcome
-}
-
-fn check_one_window(
-    window: &WindowFunction,
-    lineage: &PersonLineage,
-    expr: &Expr,
-    policy: &Policy,
-) -> Result<(), EngineError> {
-    let partitioned: HashSet<Column> = person_lineage::bare_columns(&window.params.partition_by);
-    if !lineage.is_per_person(&partitioned) {
-        return Err(EngineError::Refused(
-            Refusal::new(
-                Rule::PersonLineage,
-                format!(
-                    "window function {} over private rows must be partitioned by the person; otherwise it mixes persons",
-                    window.fun.name()
-                ),
-                format!(
-                    "add PARTITION BY a key that leads to the person, such as {}",
-                    hints::person_keys(policy).join(" or ")
-                ),
-            )
-            .at(place_of(expr)),
-        ));
-    }
-    if KnownAggregate::named(window.fun.name()) != KnownAggregate::Count {
-        for argument in &window.params.args {
-            if let Some(column) = identifiers::first_identifier(argument, lineage) {
-                return Err(EngineError::Refused(
-                    Refusal::new(
-                        Rule::Identifiers,
-                        format!(
-                            "column {} is an identifier and cannot be passed to {}",
-                            column.name,
-                            window.fun.name()
-                        ),
-                        "identifiers may be used to join, to count, and to partition per person",
-                    )
-                    .at(place_of_column(column)),
-                ));
-            }
-        }
-    }
-    for sort in &window.params.order_by {
-        identifiers::check_order(&sort.expr, lineage)?;
-    }
-    Ok(())
 }

@@ -24,7 +24,11 @@
 //! - the release step ([`crate::release`]): the (n, k) and p% dominance
 //!   rules ([`dominated`]), over the persons who contribute to each sum.
 
+use datafusion::logical_expr::Expr;
 use seuil_policies::Role;
+
+use crate::functions::KnownAggregate;
+use crate::lineage::{PersonLineage, expr_sensitivity};
 
 /// Whether a sum whose per-person contributions total `total` and whose
 /// largest contributions are `largest` (largest first, absolute values) is
@@ -51,6 +55,36 @@ pub fn dominated(total: f64, largest: &[f64], role: &Role) -> bool {
         total - first - second < p / 100.0 * first
     });
     by_n_k || by_p_percent
+}
+
+/// The sensitivity of a per-person aggregate's output: a person's sum,
+/// average, minimum, maximum or median of a bounded magnitude keeps its
+/// bounds (they bound a person's contribution in a cell); counts carry no
+/// magnitude; anything else computed from a magnitude has no bounds.
+pub fn per_person_sensitivity(expr: &Expr, lineage: &PersonLineage) -> Option<Option<(f64, f64)>> {
+    let inner = match expr {
+        Expr::Alias(alias) => alias.expr.as_ref(),
+        other => other,
+    };
+    if let Expr::AggregateFunction(function) = inner {
+        let known = KnownAggregate::of(function);
+        if known == KnownAggregate::Count {
+            return None;
+        }
+        if let [argument] = function.params.args.as_slice()
+            && matches!(
+                known,
+                KnownAggregate::Sum
+                    | KnownAggregate::Avg
+                    | KnownAggregate::Min
+                    | KnownAggregate::Max
+                    | KnownAggregate::Median
+            )
+        {
+            return expr_sensitivity(argument, lineage);
+        }
+    }
+    expr_sensitivity(inner, lineage).map(|_| None)
 }
 
 #[cfg(test)]

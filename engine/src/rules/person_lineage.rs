@@ -21,15 +21,19 @@ use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::default_table_source::provider_as_source;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, JoinType, TableReference};
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableScan, col};
+use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, Projection, TableScan, col};
 use seuil_policies::{ColumnClass, Policy, TableKind};
 
 use crate::catalog::DataCatalog;
-use crate::error::{EngineError, Refusal, Rule, plan_fault};
+use crate::error::{EngineError, Refusal, Rule, place_of, place_of_column, plan_fault};
+use crate::functions::KnownAggregate;
 use crate::hints;
 use crate::lineage::PERSON_NUMBER;
-use crate::lineage::{Node, PersonLineage, Privacy, bare_column};
+use crate::lineage::{Node, PersonLineage, Privacy, bare_column, output_column};
+use crate::rules::identifiers;
 
 /// Builds the replacement of one user scan.
 pub struct ScanRewrite<'a> {
@@ -293,4 +297,144 @@ pub fn joined_person(join_type: JoinType, left: &Column, right: &Column) -> Expr
         ]),
         _ => col(left.clone()),
     }
+}
+
+/// The lineage of a join or union of two relations: the persons of either
+/// side, with the identifiers and magnitudes of both.
+pub fn combined_lineage(
+    left: Option<&PersonLineage>,
+    right: Option<&PersonLineage>,
+) -> Option<PersonLineage> {
+    match (left, right) {
+        (None, None) => None,
+        (Some(one), None) | (None, Some(one)) => Some(one.clone()),
+        (Some(l), Some(r)) => Some(PersonLineage {
+            person: l.person.clone(),
+            keys: Vec::new(),
+            identifiers: l.identifiers.union(&r.identifiers).cloned().collect(),
+            sensitive: l
+                .sensitive
+                .iter()
+                .chain(r.sensitive.iter())
+                .map(|(c, b)| (c.clone(), *b))
+                .collect(),
+        }),
+    }
+}
+
+/// After an inner or outer join of two private sides, keep one person column.
+pub fn one_person_after_join(
+    joined: LogicalPlan,
+    join_type: JoinType,
+    left: &PersonLineage,
+    right: &PersonLineage,
+    person_name: &str,
+) -> Result<Node, EngineError> {
+    let schema = Arc::clone(joined.schema());
+    let mut exprs = Vec::with_capacity(schema.fields().len() - 1);
+    for i in 0..schema.fields().len() {
+        let column = output_column(&schema, i);
+        if column == left.person || column == right.person {
+            continue;
+        }
+        exprs.push(Expr::Column(column));
+    }
+    exprs.push(joined_person(join_type, &left.person, &right.person).alias(person_name));
+    let projection = Projection::try_new(exprs, Arc::new(joined)).map_err(plan_fault)?;
+    let last = projection.schema.fields().len() - 1;
+    let person = output_column(&projection.schema, last);
+    let mut keys: Vec<Vec<Column>> = match join_type {
+        JoinType::Inner => left.keys.iter().chain(right.keys.iter()).cloned().collect(),
+        JoinType::Left => left.keys.clone(),
+        JoinType::Right => right.keys.clone(),
+        _ => Vec::new(),
+    };
+    keys.retain(|key| !key.contains(&left.person) && !key.contains(&right.person));
+    keys.push(vec![person.clone()]);
+    Ok(Node {
+        plan: LogicalPlan::Projection(projection),
+        privacy: Privacy::Private(Box::new(PersonLineage {
+            person,
+            keys,
+            identifiers: left
+                .identifiers
+                .union(&right.identifiers)
+                .cloned()
+                .collect(),
+            sensitive: left
+                .sensitive
+                .iter()
+                .chain(right.sensitive.iter())
+                .map(|(c, b)| (c.clone(), *b))
+                .collect(),
+        })),
+    })
+}
+
+/// A window function over private rows must be partitioned by the person,
+/// and may not read identifiers.
+pub fn check_window(
+    expr: &Expr,
+    lineage: &PersonLineage,
+    policy: &Policy,
+) -> Result<(), EngineError> {
+    let mut outcome = Ok(());
+    let _ = expr.apply(|e| {
+        if let Expr::WindowFunction(window) = e {
+            outcome = check_one_window(window, lineage, e, policy);
+            if outcome.is_err() {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    outcome
+}
+
+fn check_one_window(
+    window: &WindowFunction,
+    lineage: &PersonLineage,
+    expr: &Expr,
+    policy: &Policy,
+) -> Result<(), EngineError> {
+    let partitioned: HashSet<Column> = bare_columns(&window.params.partition_by);
+    if !lineage.is_per_person(&partitioned) {
+        return Err(EngineError::Refused(
+            Refusal::new(
+                Rule::PersonLineage,
+                format!(
+                    "window function {} over private rows must be partitioned by the person; otherwise it mixes persons",
+                    window.fun.name()
+                ),
+                format!(
+                    "add PARTITION BY a key that leads to the person, such as {}",
+                    hints::person_keys(policy).join(" or ")
+                ),
+            )
+            .at(place_of(expr)),
+        ));
+    }
+    if KnownAggregate::named(window.fun.name()) != KnownAggregate::Count {
+        for argument in &window.params.args {
+            if let Some(column) = identifiers::first_identifier(argument, lineage) {
+                return Err(EngineError::Refused(
+                    Refusal::new(
+                        Rule::Identifiers,
+                        format!(
+                            "column {} is an identifier and cannot be passed to {}",
+                            column.name,
+                            window.fun.name()
+                        ),
+                        "identifiers may be used to join, to count, and to partition per person",
+                    )
+                    .at(place_of_column(column)),
+                ));
+            }
+        }
+    }
+    for sort in &window.params.order_by {
+        identifiers::check_order(&sort.expr, lineage)?;
+    }
+    Ok(())
 }
