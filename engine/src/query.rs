@@ -38,7 +38,14 @@ pub(crate) fn planning_error(error: DataFusionError) -> EngineError {
         DataFusionError::ResourcesExhausted(_) => {
             EngineError::Limit("the query needs more resources than allowed".into())
         }
-        root => EngineError::InvalidQuery(strip_error_prefixes(&root.to_string())),
+        // DataFusion's own accessor gives these without their kind's prefix
+        // ("Error during planning: ", "Schema error: ", ...).
+        root @ (DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)) => {
+            EngineError::InvalidQuery(root.message().into_owned())
+        }
+        root => EngineError::InvalidQuery(root.to_string()),
     }
 }
 
@@ -49,7 +56,7 @@ pub(crate) fn execution_error(error: DataFusionError) -> EngineError {
         DataFusionError::ResourcesExhausted(_) => {
             EngineError::Limit("the query needs more memory than allowed".into())
         }
-        DataFusionError::External(inner) if inner.to_string().contains("cancel") => {
+        DataFusionError::ExecutionJoin(join) if join.is_cancelled() => {
             EngineError::Execution("the query was cancelled".into())
         }
         root => {
@@ -68,21 +75,6 @@ fn error_kind(error: &DataFusionError) -> &'static str {
         DataFusionError::Internal(..) => "internal",
         _ => "engine",
     }
-}
-
-fn strip_error_prefixes(message: &str) -> String {
-    let mut text = message.trim();
-    for prefix in [
-        "Error during planning: ",
-        "Schema error: ",
-        "This feature is not implemented: ",
-        "SQL error: ",
-    ] {
-        if let Some(rest) = text.strip_prefix(prefix) {
-            text = rest;
-        }
-    }
-    text.to_string()
 }
 
 /// Parses and plans `sql` against the role's scoped catalog, then runs the

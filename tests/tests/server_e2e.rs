@@ -497,6 +497,84 @@ async fn server_metadata_keys_schemas_and_session_actions_answer() {
 }
 
 #[tokio::test]
+async fn writes_ingest_and_substrait_plans_are_refused_and_audited() {
+    use arrow_flight::sql::{
+        CommandStatementIngest, CommandStatementSubstraitPlan, ProstMessageExt, SubstraitPlan,
+    };
+    use datafusion::arrow::datatypes::Field;
+
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    let mut client = login(channel(&server).await, "alice").await;
+
+    let write = client
+        .execute_update("DELETE FROM ir_ben_r".to_string(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        write.to_string().contains("rule") || write.to_string().contains("queries only"),
+        "{write}"
+    );
+    let schema = std::sync::Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+    let batch =
+        RecordBatch::try_new(schema, vec![std::sync::Arc::new(Int64Array::from(vec![1]))]).unwrap();
+    let ingest = CommandStatementIngest {
+        table: "ir_ben_r".to_string(),
+        ..Default::default()
+    };
+    let ingested = client
+        .execute_ingest(ingest, futures::stream::iter([Ok(batch)]))
+        .await
+        .unwrap_err();
+    assert!(ingested.to_string().contains("read-only"), "{ingested}");
+    let substrait = CommandStatementSubstraitPlan {
+        plan: Some(SubstraitPlan {
+            plan: vec![0u8; 16].into(),
+            version: "0.1".to_string(),
+        }),
+        transaction_id: None,
+    };
+    let descriptor = FlightDescriptor::new_cmd(substrait.as_any().encode_to_vec());
+    let mut request = tonic::Request::new(descriptor);
+    let bearer = format!("Bearer {}", client.token().unwrap());
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let planned = client
+        .inner_mut()
+        .get_flight_info(request)
+        .await
+        .unwrap_err();
+    assert_eq!(planned.code(), Code::Unimplemented);
+    server.shutdown().await.unwrap();
+
+    let lines = audit_lines(&fixture.audit_log());
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["outcome"], "refused");
+    assert_eq!(lines[0]["rule"], "read_only");
+    assert_eq!(lines[0]["sql"], "DELETE FROM ir_ben_r");
+    assert_eq!(lines[1]["outcome"], "refused");
+    assert_eq!(lines[1]["rule"], "read_only");
+    assert!(
+        lines[1]["sql"].as_str().unwrap().contains("ingest"),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[2]["outcome"], "error");
+    assert_eq!(lines[2]["error"], "invalid_query");
+    assert!(
+        lines[2]["sql"].as_str().unwrap().contains("Substrait"),
+        "{}",
+        lines[2]
+    );
+    let key = audit::AuditKey::load(&fixture.audit_key()).unwrap();
+    let verified = audit::verify_file(&fixture.audit_log(), &key, None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(verified.entries, 3);
+}
+
+#[tokio::test]
 async fn every_query_is_audited_in_a_verified_chain() {
     let fixture = Fixture::new();
     let server = fixture.start().await;
