@@ -23,7 +23,7 @@ pub struct EngineOptions {
     /// Most cells one released aggregate may have (they are held in memory
     /// for the release step).
     pub max_cells: usize,
-    /// Where the person index is kept ([`person_index`]).
+    /// Where the person index is kept ([`crate::person_index`]).
     pub person_index: PersonIndexSetting,
 }
 
