@@ -6,7 +6,7 @@
 //!
 //! - the number of distinct persons of the cell (rule 2), counted up to the
 //!   threshold where an exact count is not needed
-//!   ([`crate::functions::persons_up_to`]);
+//!   ([`persons_up_to`](mod@crate::functions::persons_up_to));
 //! - for each value that is not computed from every row of the cell (a
 //!   FILTER, a NULL or zero argument, see [`measures::Value::contributing_rows`]),
 //!   the number of persons who contribute to it: rule 2 read per value;
@@ -15,7 +15,7 @@
 //!
 //! Values that need persons' partial results (sums clamped per person, order
 //! statistics over persons) are computed in several levels
-//! ([`per_person`]); the others in one aggregate ([`single_level`]).
+//! (`per_person`); the others in one aggregate (`single_level`).
 
 mod layout;
 pub mod measures;

@@ -6,7 +6,7 @@
 //! addition is not associative: the last digits of a sum depend on how rows
 //! were split into partitions and batches and on which thread finished
 //! first. The `row_number()` windows that used to rank each cell's persons
-//! (replaced by [`super::nth_largest`]) sorted every cell's rows before its
+//! (replaced by [`nth_largest`](mod@super::nth_largest)) sorted every cell's rows before its
 //! aggregate, which happened to fix the order; without them the same query
 //! could release `491270.51` once and `491270.5099999997` the next time.
 //!

@@ -3,11 +3,11 @@
 //! partitions, batches and threads, so that a released value does not
 //! depend on where or how the plan ran.
 //!
-//! - [`persons_up_to`]: a cell's distinct persons, counted up to the
+//! - [`persons_up_to`](mod@persons_up_to): a cell's distinct persons, counted up to the
 //!   threshold (rule 2);
-//! - [`nth_largest`]: a cell's largest per-person contributions, for the
+//! - [`nth_largest`](mod@nth_largest): a cell's largest per-person contributions, for the
 //!   dominance rules (rule 6);
-//! - [`exact_sum`]: float sums that do not depend on row order.
+//! - [`exact_sum`](mod@exact_sum): float sums that do not depend on row order.
 //!
 //! [`KnownAggregate`] names DataFusion's own aggregates as the rules tell
 //! them apart.

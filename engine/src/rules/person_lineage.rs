@@ -11,7 +11,7 @@
 //! Every scan of a private table becomes the raw table, filtered by the
 //! role's row filters, joined along the policy's `person_via` path to the
 //! person table, and projected to the columns the user's query saw plus the
-//! hidden [`PERSON_COLUMN`]. The joins are the engine's own: a query on
+//! hidden [`PERSON_COLUMN`](crate::lineage::PERSON_COLUMN). The joins are the engine's own: a query on
 //! `er_prs_f` counts persons without the user joining `ir_ben_r`. With a
 //! person index ([`crate::person_index`]) those joins were done once when
 //! the engine opened, and the scan reads the table's keyed copy instead.

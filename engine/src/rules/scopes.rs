@@ -98,7 +98,7 @@ pub fn register_scoped_tables(
 }
 
 /// The role's row filters, parsed against each raw table's columns.
-/// Column references are unqualified; [`requalify`] ties them to a scan.
+/// Column references are unqualified; [`requalify`](crate::lineage::requalify) ties them to a scan.
 pub fn parse_row_filters(
     ctx: &SessionContext,
     role: &Role,

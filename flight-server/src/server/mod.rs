@@ -7,7 +7,7 @@
 //! maps engine errors to gRPC codes in one place ([`status`]). Catalog
 //! answers come from [`metadata`]; prepared statements live in
 //! [`prepared`]; `?` parameters are numbered in [`params`]; the Flight
-//! session actions are in [`session`].
+//! session actions are in `session`.
 //!
 //! ```no_run
 //! # async fn demo(engine: seuil_engine::Engine) -> anyhow::Result<()> {
