@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
+use datafusion::scalar::ScalarValue;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -101,11 +102,12 @@ impl AuditRecord {
         }
     }
 
-    /// The first line of a query about to run, with a new query identifier.
-    pub fn started(user: &str, role: &str, sql: &str, params: Vec<String>) -> Self {
+    /// The first line of a query about to run with `params`, with a new
+    /// query identifier.
+    pub fn started(user: &str, role: &str, sql: &str, params: &[ScalarValue]) -> Self {
         let mut record = Self::new(user, role, sql, Outcome::Started);
         record.query_id = Some(new_query_id());
-        record.params = params;
+        record.params = params.iter().map(ScalarValue::to_string).collect();
         record
     }
 

@@ -514,12 +514,7 @@ impl Engine {
         params: Vec<ScalarValue>,
         deadline: Option<Deadline>,
     ) -> Result<QueryResult, EngineError> {
-        let started = AuditRecord::started(
-            &user.name,
-            &user.role,
-            sql,
-            params.iter().map(ScalarValue::to_string).collect(),
-        );
+        let started = AuditRecord::started(&user.name, &user.role, sql, &params);
         // On disk before the engine runs: a query that brings the process
         // down leaves this line.
         self.audit(started.clone()).await?;

@@ -12,33 +12,6 @@ use std::process::Command;
 use server_common::{BY_DEPARTEMENT, Fixture, code, login, query, serve, seuil_binary};
 use tonic::transport::Endpoint;
 
-fn config_file(fixture: &Fixture) -> std::path::PathBuf {
-    let alice = &fixture.config.users["alice"].password_hash;
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data = "{data}"
-audit_log = "{audit}"
-audit_key_file = "{key}"
-demo_persons = 0
-
-[limits]
-max_concurrent_queries_per_user = 2
-
-[users.alice]
-role = "researcher"
-password_hash = "{alice}"
-"#,
-        data = fixture.data.path().display(),
-        audit = fixture.audit_log().display(),
-        key = fixture.audit_key().display(),
-    );
-    let path = fixture.dir.path().join("seuil.toml");
-    std::fs::write(&path, text).expect("writing the configuration");
-    path
-}
-
 fn audit_verify(log: &Path, key: &Path) -> std::process::Output {
     Command::new(seuil_binary())
         .args(["audit", "verify"])
@@ -52,7 +25,7 @@ fn audit_verify(log: &Path, key: &Path) -> std::process::Output {
 #[tokio::test]
 async fn the_binary_serves_queries_and_its_audit_log_verifies() {
     let fixture = Fixture::new();
-    let config = config_file(&fixture);
+    let config = fixture.config_file("max_concurrent_queries_per_user = 2");
     let (server, uri) = serve(&config);
     let address = uri.strip_prefix("grpc://").expect("a plaintext URI");
     let channel = Endpoint::from_shared(format!("http://{address}"))
@@ -91,7 +64,7 @@ async fn the_binary_serves_queries_and_its_audit_log_verifies() {
 #[test]
 fn the_binary_refuses_plaintext_off_loopback() {
     let fixture = Fixture::new();
-    let config = config_file(&fixture);
+    let config = fixture.config_file("max_concurrent_queries_per_user = 2");
     let output = Command::new(seuil_binary())
         .args(["serve", "--listen", "0.0.0.0:0", "--config"])
         .arg(&config)

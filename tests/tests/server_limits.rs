@@ -19,38 +19,6 @@ use server_common::{
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
-/// A configuration for the binary, with `limits` added to its `[limits]`.
-fn config_file(fixture: &Fixture, limits: &str) -> PathBuf {
-    let hash = &fixture.config.users["alice"].password_hash;
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data = "{data}"
-audit_log = "{audit}"
-audit_key_file = "{key}"
-demo_persons = 0
-
-[limits]
-{limits}
-
-[users.alice]
-role = "researcher"
-password_hash = "{hash}"
-
-[users.carol]
-role = "researcher"
-password_hash = "{hash}"
-"#,
-        data = fixture.data.path().display(),
-        audit = fixture.audit_log().display(),
-        key = fixture.audit_key().display(),
-    );
-    let path = fixture.dir.path().join("seuil.toml");
-    std::fs::write(&path, text).expect("writing the configuration");
-    path
-}
-
 /// The server process and where its log goes.
 struct Server {
     process: Running,
@@ -59,7 +27,7 @@ struct Server {
 }
 
 fn start(fixture: &Fixture, limits: &str) -> Server {
-    let config = config_file(fixture, limits);
+    let config = fixture.config_file(limits);
     let log = fixture.dir.path().join("server.log");
     let file = std::fs::File::create(&log).expect("log file");
     let (process, uri) = serve_with(&config, Stdio::from(file));

@@ -257,12 +257,7 @@ impl SeuilFlightSql {
         let slot = match self.slots.acquire(&user.name).await {
             Ok(slot) => slot,
             Err(busy) => {
-                let record = AuditRecord::started(
-                    &user.name,
-                    &user.role,
-                    sql,
-                    params.iter().map(ScalarValue::to_string).collect(),
-                );
+                let record = AuditRecord::started(&user.name, &user.role, sql, &params);
                 return Err(self.busy(record.next(Outcome::Error), busy).await);
             }
         };

@@ -62,6 +62,40 @@ impl Fixture {
         self.config.server.audit_key_path()
     }
 
+    /// A configuration file for the `seuil` binary on this fixture's data
+    /// and audit log, with users alice and carol (password `demo`) and
+    /// `limits` as its `[limits]` section.
+    pub fn config_file(&self, limits: &str) -> PathBuf {
+        let hash = &self.config.users["alice"].password_hash;
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+data = "{data}"
+audit_log = "{audit}"
+audit_key_file = "{key}"
+demo_persons = 0
+
+[limits]
+{limits}
+
+[users.alice]
+role = "researcher"
+password_hash = "{hash}"
+
+[users.carol]
+role = "researcher"
+password_hash = "{hash}"
+"#,
+            data = self.data.path().display(),
+            audit = self.audit_log().display(),
+            key = self.audit_key().display(),
+        );
+        let path = self.dir.path().join("seuil.toml");
+        std::fs::write(&path, text).expect("writing the configuration");
+        path
+    }
+
     /// Starts the server in-process.
     pub async fn start(&self) -> RunningServer {
         start(self.config.clone()).await
