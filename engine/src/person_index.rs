@@ -61,8 +61,11 @@ use crate::rules::person_lineage::ScanRewrite;
 pub use crate::lineage::PERSON_NUMBER;
 
 /// Bumped whenever what a keyed table holds changes, so that older indexes
-/// are rebuilt rather than misread.
-const FORMAT_VERSION: &str = "seuil person index 2";
+/// are rebuilt rather than misread (3: rows sorted by person).
+const FORMAT_VERSION: &str = "seuil person index 3";
+
+/// The position of a row in its source table, while a keyed table is sorted.
+const SOURCE_ROW: &str = "__seuil_source_row";
 
 /// Written last into a complete index, before it is renamed into place.
 const MANIFEST: &str = "manifest.json";
@@ -229,9 +232,12 @@ async fn build(
     folder: &Path,
     lineage: &str,
 ) -> Result<(), EngineError> {
-    // One partition: the keyed tables keep the rows in the order of their
-    // source, so the person numbers of a person's consecutive rows form runs
-    // that Parquet stores in a few bytes.
+    // Rows are written sorted by person number, so that each person's rows
+    // are together and in order: the per-person sums of a query then come
+    // in runs ([`crate::functions::person_sums`]), and Parquet stores the
+    // number in a few bits per row. One partition, so that rows come in the
+    // order of their source and a rebuild of the same data gives the same
+    // file.
     let options = crate::options::EngineOptions {
         target_partitions: Some(1),
         ..crate::options::EngineOptions::default()
@@ -273,8 +279,31 @@ async fn build(
             .iter()
             .map(|f| Expr::Column(Column::new(Some(base.clone()), f.name())))
             .collect();
+        let kept: Vec<Expr> = schema
+            .fields()
+            .iter()
+            .map(|f| col(f.name().as_str()))
+            .chain([col(PERSON_NUMBER)])
+            .collect();
         columns.push(Expr::Column(person).alias(PERSON_NUMBER));
-        let plan = builder.project(columns).map_err(df)?.build().map_err(df)?;
+        // Sorted by person, and within a person in the order of the source
+        // (the sort itself is not stable): a person's floating-point sums
+        // then add the same rows in the same order with or without the
+        // index.
+        let plan = builder
+            .project(columns)
+            .map_err(df)?
+            .window(vec![row_number().alias(SOURCE_ROW)])
+            .map_err(df)?
+            .sort(vec![
+                col(PERSON_NUMBER).sort(true, false),
+                col(SOURCE_ROW).sort(true, false),
+            ])
+            .map_err(df)?
+            .project(kept)
+            .map_err(df)?
+            .build()
+            .map_err(df)?;
         let written = write_table(&ctx, plan, &folder.join(format!("{table}.parquet"))).await?;
         rows.insert(table.to_string(), written);
     }

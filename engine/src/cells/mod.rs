@@ -15,11 +15,14 @@
 //!
 //! Values that need persons' partial results (sums clamped per person, order
 //! statistics over persons) are computed in several levels
-//! (`per_person`); the others in one aggregate (`single_level`).
+//! (`per_person`), unless they are only clamped sums, which one aggregate
+//! finds from each cell's runs of persons (`person_runs`); the others are
+//! computed in one aggregate (`single_level`).
 
 mod layout;
 pub mod measures;
 mod per_person;
+mod person_runs;
 mod single_level;
 pub mod step;
 
@@ -56,6 +59,16 @@ pub fn cells_plan(
         .map(|call| measures::resolve(call, lineage, role, input.schema()))
         .collect::<Result<Vec<_>, _>>()?;
     if values.iter().any(Value::needs_persons) {
+        if person_runs::serves(&values, &group_expr, &input, lineage) {
+            return person_runs::cells_plan(
+                input,
+                group_expr,
+                &values,
+                lineage,
+                needs,
+                original_schema,
+            );
+        }
         per_person::PerPersonPlan::new(input, group_expr, &values, lineage, role, needs)?
             .build(original_schema)
     } else {

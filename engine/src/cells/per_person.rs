@@ -45,7 +45,7 @@ use super::single_level::contributor_conditions;
 use crate::error::place_of;
 use crate::error::{EngineError, Refusal, Rule, plan_fault};
 use crate::functions::nth_largest;
-use crate::functions::{KnownAggregate, exact_sum};
+use crate::functions::{KnownAggregate, exact_float_sum, exact_sum};
 use crate::lineage::PERSONS_COLUMN;
 use crate::lineage::{PersonLineage, output_column};
 
@@ -375,11 +375,16 @@ impl<'a> PerPersonPlan<'a> {
     fn per_person(&mut self) -> Result<PerPerson, EngineError> {
         let mut groups = self.distinct_groups.clone();
         groups.push(col(self.person.clone()));
+        // A person's floating-point sums are exact too: the person's rows
+        // may come split over partitions, differently for each file layout.
         let aggregates: Vec<Expr> = self
             .partials
             .iter()
             .enumerate()
-            .map(|(i, p)| p.expr.clone().alias(format!("__seuil_partial_{i}")))
+            .map(|(i, p)| {
+                exact_float_sum(p.expr.clone(), self.input.schema())
+                    .alias(format!("__seuil_partial_{i}"))
+            })
             .collect();
         let input = std::mem::replace(
             &mut self.input,

@@ -30,8 +30,9 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, ListBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
-use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
-use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::common::{DFSchema, Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::ExprSchemable;
+use datafusion::logical_expr::expr::{AggregateFunction, Alias};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature,
@@ -50,6 +51,49 @@ pub fn exact_sum(value: Expr) -> Expr {
         vec![],
         None,
     ))
+}
+
+/// `expr` with a call of DataFusion's `sum` of floating-point values
+/// replaced by [`exact_sum`] of the same argument and FILTER, under the
+/// same output name; anything else as it is. A person's sum then does not
+/// depend on how the person's rows were split into partitions and batches,
+/// which a file layout (the person index, a node's) decides.
+pub fn exact_float_sum(expr: Expr, input: &DFSchema) -> Expr {
+    match expr {
+        Expr::Alias(alias) => match exact_call(&alias.expr, input) {
+            Some(exact) => Expr::Alias(Alias {
+                expr: Box::new(exact),
+                ..alias
+            }),
+            None => Expr::Alias(alias),
+        },
+        other => match exact_call(&other, input) {
+            Some(exact) => exact.alias(other.schema_name().to_string()),
+            None => other,
+        },
+    }
+}
+
+/// [`exact_sum`] in place of `call`, when it is a `sum` of floating-point values.
+fn exact_call(call: &Expr, input: &DFSchema) -> Option<Expr> {
+    let Expr::AggregateFunction(call) = call else {
+        return None;
+    };
+    let params = &call.params;
+    let floating = matches!(params.args.as_slice(),
+        [argument] if argument.get_type(input).is_ok_and(|t| t.is_floating()));
+    (call.func.name() == "sum" && !params.distinct && params.order_by.is_empty() && floating).then(
+        || {
+            Expr::AggregateFunction(AggregateFunction::new_udf(
+                Arc::new(AggregateUDF::from(ExactSum::new())),
+                params.args.clone(),
+                false,
+                params.filter.clone(),
+                vec![],
+                None,
+            ))
+        },
+    )
 }
 
 /// The aggregate function behind [`exact_sum`].
@@ -131,9 +175,10 @@ impl AggregateUDFImpl for ExactSum {
     }
 }
 
-/// The exact sum of one cell's values so far.
+/// The exact sum of one cell's values so far (also the exact sums of
+/// [`super::person_sums`]).
 #[derive(Debug, Default, Clone, PartialEq)]
-struct Sum {
+pub(crate) struct Sum {
     /// The finite values' exact sum: non-overlapping partials, by increasing
     /// magnitude.
     partials: Vec<f64>,
@@ -146,7 +191,7 @@ struct Sum {
 
 impl Sum {
     /// Adds a value exactly.
-    fn add(&mut self, value: f64) {
+    pub(crate) fn add(&mut self, value: f64) {
         self.seen = true;
         if !value.is_finite() {
             self.special += value;
@@ -189,7 +234,7 @@ impl Sum {
 
     /// The sum rounded to the nearest f64 (ties to even), or NULL without
     /// values.
-    fn value(&self) -> Option<f64> {
+    pub(crate) fn value(&self) -> Option<f64> {
         if !self.seen {
             return None;
         }

@@ -7,7 +7,10 @@
 //!   threshold (rule 2);
 //! - [`nth_largest`](mod@nth_largest): a cell's largest per-person contributions, for the
 //!   dominance rules (rule 6);
-//! - [`exact_sum`](mod@exact_sum): float sums that do not depend on row order.
+//! - [`exact_sum`](mod@exact_sum): float sums that do not depend on row order;
+//! - [`person_sums`](mod@person_sums): sums of sensitive columns clamped per
+//!   person, and their largest contributions, without a per-person level
+//!   (rule 6).
 //!
 //! [`KnownAggregate`] names DataFusion's own aggregates as the rules tell
 //! them apart.
@@ -22,14 +25,16 @@ pub mod exact_sum;
 pub mod known;
 mod literal_argument;
 pub mod nth_largest;
+pub mod person_sums;
 pub mod persons_up_to;
 
 use datafusion::logical_expr::AggregateUDF;
 use datafusion::prelude::SessionContext;
 
-pub use exact_sum::{ExactSum, exact_sum};
+pub use exact_sum::{ExactSum, exact_float_sum, exact_sum};
 pub use known::KnownAggregate;
 pub use nth_largest::{NthLargest, nth_largest};
+pub use person_sums::{PersonSums, person_sums};
 pub use persons_up_to::{PersonsUpTo, persons_up_to};
 
 /// Every aggregate function of seuil's, as DataFusion registers them.
@@ -38,6 +43,7 @@ pub fn all() -> Vec<AggregateUDF> {
         AggregateUDF::from(PersonsUpTo::new()),
         AggregateUDF::from(NthLargest::new()),
         AggregateUDF::from(ExactSum::new()),
+        AggregateUDF::from(PersonSums::default()),
     ]
 }
 

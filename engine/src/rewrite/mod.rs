@@ -425,7 +425,14 @@ impl<'a> PrivacyRewrite<'a> {
         let mut group = named(&aggregate.group_expr, input.schema())?;
         group.push(col(lineage.person.clone()));
         let aggr = named(&aggregate.aggr_expr, input.schema())?;
-        let rebuilt = Aggregate::try_new(Arc::new(input), group, aggr).map_err(plan_fault)?;
+        // The rules read the user's calls; the plan sums floating-point
+        // values exactly, so that a person's sum does not depend on how the
+        // person's rows were split over partitions.
+        let exact = aggr
+            .iter()
+            .map(|expr| crate::functions::exact_float_sum(expr.clone(), input.schema()))
+            .collect();
+        let rebuilt = Aggregate::try_new(Arc::new(input), group, exact).map_err(plan_fault)?;
         let schema = Arc::clone(&rebuilt.schema);
         let mut renamed: HashMap<Column, Vec<Column>> = HashMap::new();
         for (i, expr) in rebuilt.group_expr.iter().enumerate() {
@@ -439,7 +446,7 @@ impl<'a> PrivacyRewrite<'a> {
         let person = output_column(&schema, rebuilt.group_expr.len() - 1);
         let mut output = lineage.through(&renamed, person);
         let groups = rebuilt.group_expr.len();
-        for (i, expr) in rebuilt.aggr_expr.iter().enumerate() {
+        for (i, expr) in aggr.iter().enumerate() {
             if let Some(sensitivity) = magnitudes::per_person_sensitivity(expr, &lineage) {
                 output
                     .sensitive

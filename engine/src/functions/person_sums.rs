@@ -1,0 +1,949 @@
+//! A cell's sum of a sensitive column with each person's contribution
+//! clamped to the column's bounds, and its largest contributions, computed
+//! over the cell's rows in one aggregate (rule 6).
+//!
+//! A released sum of a sensitive column adds, over the persons of its cell,
+//! each person's own sum clamped to the bounds; the dominance rules compare
+//! it with its largest per-person contributions. As a plan of DataFusion's
+//! aggregates that is two levels: per (cell, person), then per cell. On a
+//! million persons the first level has some fifteen million groups, hashed
+//! on the cell's keys and the person, and it cost ten times the query
+//! without the policy.
+//!
+//! [`person_sums`] needs no per-person level. Each cell keeps the *runs* of
+//! its rows: consecutive rows of one person add into one run, so a cell's
+//! state is a list of (person, partial sum) that grows by one entry when the
+//! person changes. The keyed tables of the person index are written sorted
+//! by person ([`crate::person_index`]), so a scan brings each person's rows
+//! together and in person order: a run is then a person, and the list is
+//! already sorted. When the cell is evaluated, the runs are sorted by person
+//! if they are not (rows that came in another order, partial states merged
+//! from several partitions), the runs of one person are combined, each
+//! person's sum is clamped, and the clamped contributions are added and
+//! ranked. The result does not depend on the order of the rows: the order
+//! only decides how much sorting is left for the end.
+//!
+//! The value is a struct:
+//!
+//! - `sum`: the sum of the clamped contributions, `Float64` for a
+//!   floating-point column (added exactly, as [`super::exact_sum`] does) and
+//!   `Int64` for an integer one (wrapping, as `sum` does); NULL for a cell
+//!   without values;
+//! - `top1` ... `topN`: the largest, second largest, ... contributions as
+//!   `Float64`, ties counted apart, NULL beyond the cell's persons (as
+//!   [`super::nth_largest`] gives them).
+//!
+//! Clamping is the cells plan's, value for value: a contribution below the
+//! lower bound becomes the lower bound, above the upper bound the upper
+//! bound; an integer contribution is compared and clamped as `Float64`,
+//! then truncated back to an integer. NULL values and filtered rows are not
+//! part of any person's sum, and a person without values contributes
+//! nothing. A person's floating-point sum is exact and rounded once (a run
+//! is two doubles whose sum is exactly the run's, and the runs of one
+//! person are combined exactly), so it does not depend on how the person's
+//! rows were split over batches, partitions or partial states.
+
+use std::mem::size_of;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray, PrimitiveArray,
+    PrimitiveBuilder, StructArray, UInt32Array,
+};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Field, FieldRef, Fields, Float64Type, Int64Type, UInt32Type,
+};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature,
+    Volatility, lit,
+};
+use datafusion::physical_expr::expressions::Literal;
+
+use super::exact_sum::Sum;
+
+/// The name of the struct field holding the clamped sum.
+pub const SUM_FIELD: &str = "sum";
+
+/// The name of the struct field holding the `rank`-th largest contribution.
+pub fn top_field(rank: usize) -> String {
+    format!("top{rank}")
+}
+
+/// `seuil_person_sums(person, value, lower, upper)` with its `largest`
+/// contributions: the clamped sum of `value` over the persons of a cell
+/// and its `largest` largest per-person contributions (see the module's
+/// documentation), over the rows `filter` keeps. `person` is a `UInt32`
+/// person number; `value` an integer or floating-point expression.
+pub fn person_sums(
+    person: Expr,
+    value: Expr,
+    (lower, upper): (f64, f64),
+    largest: usize,
+    filter: Option<Expr>,
+) -> Expr {
+    Expr::AggregateFunction(AggregateFunction::new_udf(
+        Arc::new(AggregateUDF::from(PersonSums::new(largest))),
+        vec![person, value, lit(lower), lit(upper)],
+        false,
+        filter.map(Box::new),
+        vec![],
+        None,
+    ))
+}
+
+/// The aggregate function behind [`person_sums`], for one number of
+/// largest contributions (part of its return type, so part of the
+/// function).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct PersonSums {
+    signature: Signature,
+    largest: usize,
+}
+
+impl Default for PersonSums {
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+impl PersonSums {
+    /// The function giving the `largest` largest contributions.
+    pub fn new(largest: usize) -> Self {
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+            largest,
+        }
+    }
+
+    /// How many largest contributions it gives.
+    pub fn largest(&self) -> usize {
+        self.largest
+    }
+
+    fn struct_fields(&self, sum_type: &DataType) -> Fields {
+        let mut fields = vec![Field::new(SUM_FIELD, sum_type.clone(), true)];
+        fields
+            .extend((1..=self.largest).map(|r| Field::new(top_field(r), DataType::Float64, true)));
+        Fields::from(fields)
+    }
+}
+
+/// The bounds of a call: its third and fourth arguments, `Float64` literals.
+fn bounds_of(args: &AccumulatorArgs) -> Result<(f64, f64)> {
+    let literal = |i: usize| {
+        args.exprs
+            .get(i)
+            .and_then(|e| e.downcast_ref::<Literal>())
+            .map(Literal::value)
+    };
+    match (literal(2), literal(3)) {
+        (Some(ScalarValue::Float64(Some(lower))), Some(ScalarValue::Float64(Some(upper)))) => {
+            Ok((*lower, *upper))
+        }
+        _ => exec_err!("seuil_person_sums takes its bounds as Float64 literals"),
+    }
+}
+
+/// Whether a call sums integers (its `sum` field is `Int64`) rather than
+/// floating-point values.
+fn sums_integers(args: &AccumulatorArgs) -> bool {
+    matches!(args.return_field.data_type(), DataType::Struct(fields)
+        if fields.first().is_some_and(|f| f.data_type() == &DataType::Int64))
+}
+
+impl AggregateUDFImpl for PersonSums {
+    fn name(&self) -> &str {
+        "seuil_person_sums"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let value = match arg_types.get(1) {
+            Some(t) if t.is_integer() => DataType::Int64,
+            Some(t) if t.is_floating() || t.is_null() => DataType::Float64,
+            _ => return plan_err!("seuil_person_sums sums an integer or floating-point value"),
+        };
+        match arg_types {
+            [DataType::UInt32, _, lower, upper] if lower.is_numeric() && upper.is_numeric() => {
+                Ok(vec![
+                    DataType::UInt32,
+                    value,
+                    DataType::Float64,
+                    DataType::Float64,
+                ])
+            }
+            _ => plan_err!(
+                "seuil_person_sums takes a UInt32 person number, a value and two numeric bounds"
+            ),
+        }
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types.get(1) {
+            Some(sum_type @ (DataType::Int64 | DataType::Float64)) => {
+                Ok(DataType::Struct(self.struct_fields(sum_type)))
+            }
+            _ => plan_err!("seuil_person_sums sums Int64 or Float64 values"),
+        }
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let value_type = args
+            .input_fields
+            .get(1)
+            .map_or(DataType::Float64, |f| f.data_type().clone());
+        Ok(vec![
+            Arc::new(Field::new_list(
+                format!("{}[persons]", args.name),
+                Field::new_list_field(DataType::UInt32, false),
+                false,
+            )),
+            Arc::new(Field::new_list(
+                format!("{}[partials]", args.name),
+                Field::new_list_field(value_type, false),
+                false,
+            )),
+        ])
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let bounds = bounds_of(&args)?;
+        Ok(if sums_integers(&args) {
+            Box::new(OneCell::<i64>::new(bounds, self.largest))
+        } else {
+            Box::new(OneCell::<f64>::new(bounds, self.largest))
+        })
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        let bounds = bounds_of(&args)?;
+        Ok(if sums_integers(&args) {
+            Box::new(Cells::<i64>::new(bounds, self.largest))
+        } else {
+            Box::new(Cells::<f64>::new(bounds, self.largest))
+        })
+    }
+}
+
+/// What a person's contribution is: the column's number type, how a run
+/// of one person's rows adds up, and how contributions clamp and total.
+trait Contribution:
+    Copy + Send + Sync + std::fmt::Debug + datafusion::arrow::datatypes::ArrowNativeType + 'static
+{
+    type Arrow: ArrowPrimitiveType<Native = Self>;
+    /// The exact sum of a run's rows so far.
+    type Run: Copy + Send + Sync + std::fmt::Debug + 'static;
+    /// The cell's total of clamped contributions being added.
+    type Total: Default + Send + std::fmt::Debug;
+
+    fn data_type() -> DataType;
+    fn run(value: Self) -> Self::Run;
+    /// Adds a row's value to a run, exactly; false when the run cannot hold
+    /// the exact sum (the value then starts a run of its own).
+    fn add_exactly(run: &mut Self::Run, value: Self) -> bool;
+    /// The values whose exact sum is the run's, for a partial state.
+    fn parts(run: Self::Run) -> impl Iterator<Item = Self>;
+    /// The sum of one person's runs, rounded once.
+    fn combine(runs: &[(u32, Self::Run)]) -> Self;
+    /// The contribution clamped to the bounds, or none when the clamped
+    /// value has no representation in the type.
+    fn clamp(self, lower: f64, upper: f64) -> Option<Self>;
+    fn to_f64(self) -> f64;
+    fn add_to(self, total: &mut Self::Total);
+    fn total(total: &Self::Total) -> Option<Self>;
+}
+
+/// The clamp of the cells plan: `CASE WHEN v < lower THEN lower WHEN v >
+/// upper THEN upper ELSE v END`, NaN left as it is.
+fn clamp_f64(value: f64, lower: f64, upper: f64) -> f64 {
+    if value < lower {
+        lower
+    } else if value > upper {
+        upper
+    } else {
+        value
+    }
+}
+
+/// `a + b` as the rounded sum and its rounding error (Knuth's TwoSum).
+fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let sum = a + b;
+    let b_virtual = sum - a;
+    let a_virtual = sum - b_virtual;
+    (sum, (a - a_virtual) + (b - b_virtual))
+}
+
+/// A floating-point run is kept as two doubles whose exact sum is the exact
+/// sum of its rows: a row's value goes into the high part with TwoSum, and
+/// the rounding error into the low part, when that addition is exact too.
+/// A person's sum then does not depend on how the person's rows were split
+/// into runs, batches or partitions.
+impl Contribution for f64 {
+    type Arrow = Float64Type;
+    type Run = (f64, f64);
+    type Total = Sum;
+
+    fn data_type() -> DataType {
+        DataType::Float64
+    }
+
+    fn run(value: Self) -> (f64, f64) {
+        (value, 0.0)
+    }
+
+    fn add_exactly(run: &mut (f64, f64), value: Self) -> bool {
+        let (high, error) = two_sum(run.0, value);
+        let (low, lost) = two_sum(run.1, error);
+        if lost != 0.0 || !high.is_finite() || !low.is_finite() {
+            return false;
+        }
+        *run = (high, low);
+        true
+    }
+
+    fn parts(run: (f64, f64)) -> impl Iterator<Item = Self> {
+        [run.0].into_iter().chain((run.1 != 0.0).then_some(run.1))
+    }
+
+    fn combine(runs: &[(u32, (f64, f64))]) -> Self {
+        match runs {
+            // One addition rounds the exact sum of two doubles.
+            [(_, (high, low))] => high + low,
+            _ => {
+                let mut sum = Sum::default();
+                for (_, (high, low)) in runs {
+                    sum.add(*high);
+                    sum.add(*low);
+                }
+                sum.value().unwrap_or(0.0)
+            }
+        }
+    }
+
+    fn clamp(self, lower: f64, upper: f64) -> Option<Self> {
+        Some(clamp_f64(self, lower, upper))
+    }
+
+    fn to_f64(self) -> f64 {
+        self
+    }
+
+    fn add_to(self, total: &mut Sum) {
+        total.add(self);
+    }
+
+    fn total(total: &Sum) -> Option<Self> {
+        total.value()
+    }
+}
+
+impl Contribution for i64 {
+    type Arrow = Int64Type;
+    type Run = i64;
+    /// Whether any contribution was added, and their wrapping sum.
+    type Total = Option<i64>;
+
+    fn data_type() -> DataType {
+        DataType::Int64
+    }
+
+    fn run(value: Self) -> i64 {
+        value
+    }
+
+    fn add_exactly(run: &mut i64, value: Self) -> bool {
+        // As `sum` adds integers.
+        *run = run.wrapping_add(value);
+        true
+    }
+
+    fn parts(run: i64) -> impl Iterator<Item = Self> {
+        std::iter::once(run)
+    }
+
+    fn combine(runs: &[(u32, i64)]) -> Self {
+        runs.iter().fold(0i64, |sum, (_, p)| sum.wrapping_add(*p))
+    }
+
+    fn clamp(self, lower: f64, upper: f64) -> Option<Self> {
+        // As the cells plan's CASE, in Float64, then a TRY_CAST back: NULL
+        // (no contribution) where the clamped value is not an Int64.
+        let clamped = clamp_f64(self as f64, lower, upper);
+        (clamped.is_finite() && clamped >= i64::MIN as f64 && clamped < i64::MAX as f64)
+            .then(|| clamped.trunc() as i64)
+    }
+
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+
+    fn add_to(self, total: &mut Option<i64>) {
+        *total = Some(total.unwrap_or(0).wrapping_add(self));
+    }
+
+    fn total(total: &Option<i64>) -> Option<Self> {
+        *total
+    }
+}
+
+/// One cell's runs: (person, exact sum of a run of the person's rows), in
+/// the order they came.
+#[derive(Debug, Clone)]
+struct Runs<T: Contribution> {
+    runs: Vec<(u32, T::Run)>,
+    /// Whether the persons of `runs` never decrease.
+    sorted: bool,
+}
+
+impl<T: Contribution> Default for Runs<T> {
+    fn default() -> Self {
+        Self {
+            runs: Vec::new(),
+            sorted: true,
+        }
+    }
+}
+
+impl<T: Contribution> Runs<T> {
+    /// Adds a row: to the last run when it is the same person's.
+    fn add_row(&mut self, person: u32, value: T) {
+        if let Some((last, run)) = self.runs.last_mut()
+            && *last == person
+            && T::add_exactly(run, value)
+        {
+            return;
+        }
+        self.add_run(person, value);
+    }
+
+    /// Adds a value as a run of its own (a row, or a part of a run of a
+    /// partial state): a person's runs are combined exactly at the end.
+    fn add_run(&mut self, person: u32, value: T) {
+        if self.runs.last().is_some_and(|(p, _)| *p > person) {
+            self.sorted = false;
+        }
+        self.runs.push((person, T::run(value)));
+    }
+
+    /// The cell's clamped sum and its `largest` largest contributions, in
+    /// decreasing order ([`f64::total_cmp`]).
+    fn finish(mut self, (lower, upper): (f64, f64), largest: usize) -> (Option<T>, Vec<f64>) {
+        if !self.sorted {
+            // Stable and adaptive: runs that came sorted in a few partial
+            // states are merged in linear time.
+            self.runs.sort_by_key(|(person, _)| *person);
+        }
+        let mut total = T::Total::default();
+        let mut top: Vec<f64> = Vec::with_capacity(largest + 1);
+        for person_runs in self.runs.chunk_by(|a, b| a.0 == b.0) {
+            let Some(contribution) = T::combine(person_runs).clamp(lower, upper) else {
+                continue;
+            };
+            contribution.add_to(&mut total);
+            if largest == 0 {
+                continue;
+            }
+            let value = contribution.to_f64();
+            if top.len() < largest || top.last().is_some_and(|l| value.total_cmp(l).is_gt()) {
+                // Ties go after the equal values already kept: ranks of
+                // equal contributions are counted apart.
+                let at = top.partition_point(|kept| kept.total_cmp(&value).is_ge());
+                top.insert(at, value);
+                top.truncate(largest);
+            }
+        }
+        (T::total(&total), top)
+    }
+}
+
+/// The values of a call's arguments: persons and values.
+fn arguments<T: Contribution>(
+    values: &[ArrayRef],
+) -> Result<(&UInt32Array, &PrimitiveArray<T::Arrow>)> {
+    match (
+        values
+            .first()
+            .and_then(|a| a.as_primitive_opt::<UInt32Type>()),
+        values.get(1).and_then(|a| a.as_primitive_opt::<T::Arrow>()),
+    ) {
+        (Some(persons), Some(partials)) => Ok((persons, partials)),
+        _ => exec_err!("seuil_person_sums takes UInt32 persons and their values"),
+    }
+}
+
+/// The runs of a partial state's rows.
+fn state_lists<T: Contribution>(
+    states: &[ArrayRef],
+) -> Result<(&ListArray, &UInt32Array, &PrimitiveArray<T::Arrow>)> {
+    let (Some(persons), Some(partials)) = (
+        states.first().and_then(|s| s.as_list_opt::<i32>()),
+        states.get(1).and_then(|s| s.as_list_opt::<i32>()),
+    ) else {
+        return exec_err!("seuil_person_sums: a partial state is not two lists");
+    };
+    match (
+        persons.values().as_primitive_opt::<UInt32Type>(),
+        partials.values().as_primitive_opt::<T::Arrow>(),
+    ) {
+        (Some(p), Some(v)) if p.len() == v.len() => Ok((persons, p, v)),
+        _ => exec_err!("seuil_person_sums: a partial state's lists do not match"),
+    }
+}
+
+/// Cells' runs as a partial state: the list of persons and the list of
+/// partials of each cell.
+fn state_of<'a, T: Contribution>(
+    cells: impl IntoIterator<Item = &'a Runs<T>> + Clone,
+) -> Result<Vec<ArrayRef>> {
+    let mut offsets = vec![0usize];
+    let mut persons = Vec::new();
+    let mut partials = PrimitiveBuilder::<T::Arrow>::new();
+    for cell in cells {
+        for (person, run) in &cell.runs {
+            for part in T::parts(*run) {
+                persons.push(*person);
+                partials.append_value(part);
+            }
+        }
+        offsets.push(persons.len());
+    }
+    let offsets = OffsetBuffer::<i32>::from_lengths(offsets.windows(2).map(|w| w[1] - w[0]));
+    let persons = ListArray::try_new(
+        Arc::new(Field::new_list_field(DataType::UInt32, false)),
+        offsets.clone(),
+        Arc::new(UInt32Array::from(persons)),
+        None,
+    )?;
+    let partials = ListArray::try_new(
+        Arc::new(Field::new_list_field(T::data_type(), false)),
+        offsets,
+        Arc::new(partials.finish()),
+        None,
+    )?;
+    Ok(vec![Arc::new(persons), Arc::new(partials)])
+}
+
+/// Calls `each` with the runs of each row of a partial state.
+fn for_each_state<T: Contribution>(
+    states: &[ArrayRef],
+    mut each: impl FnMut(usize, &[u32], &[T]),
+) -> Result<()> {
+    let (lists, persons, partials) = state_lists::<T>(states)?;
+    let offsets = lists.value_offsets();
+    for row in 0..lists.len() {
+        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        each(
+            row,
+            &persons.values()[start..end],
+            &partials.values()[start..end],
+        );
+    }
+    Ok(())
+}
+
+/// The struct values of finished cells.
+fn struct_of<T: Contribution>(finished: Vec<(Option<T>, Vec<f64>)>, largest: usize) -> ArrayRef {
+    let sums: PrimitiveArray<T::Arrow> = finished.iter().map(|(sum, _)| *sum).collect();
+    let mut fields = vec![Field::new(SUM_FIELD, T::data_type(), true)];
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(sums)];
+    for rank in 1..=largest {
+        fields.push(Field::new(top_field(rank), DataType::Float64, true));
+        let top: Float64Array = finished
+            .iter()
+            .map(|(_, top)| top.get(rank - 1).copied())
+            .collect();
+        columns.push(Arc::new(top));
+    }
+    Arc::new(StructArray::new(Fields::from(fields), columns, None))
+}
+
+fn kept(row: usize, persons: &UInt32Array, filter: Option<&BooleanArray>) -> bool {
+    persons.is_valid(row) && filter.is_none_or(|f| f.is_valid(row) && f.value(row))
+}
+
+/// With GROUP BY: the runs of each cell.
+#[derive(Debug)]
+struct Cells<T: Contribution> {
+    cells: Vec<Runs<T>>,
+    /// Runs held over all cells (for `size`, which must not walk them).
+    stored: usize,
+    bounds: (f64, f64),
+    largest: usize,
+}
+
+impl<T: Contribution> Cells<T> {
+    fn new(bounds: (f64, f64), largest: usize) -> Self {
+        Self {
+            cells: Vec::new(),
+            stored: 0,
+            bounds,
+            largest,
+        }
+    }
+
+    /// Takes the cells `emit_to` asks for.
+    fn take(&mut self, emit_to: EmitTo) -> Vec<Runs<T>> {
+        let cells = emit_to.take_needed(&mut self.cells);
+        self.stored -= cells.iter().map(|c| c.runs.len()).sum::<usize>();
+        cells
+    }
+}
+
+impl<T: Contribution> GroupsAccumulator for Cells<T> {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        let (persons, partials) = arguments::<T>(values)?;
+        self.cells.resize_with(total_num_groups, Runs::default);
+        for (row, &cell) in group_indices.iter().enumerate() {
+            if !kept(row, persons, opt_filter) || partials.is_null(row) {
+                continue;
+            }
+            let runs = &mut self.cells[cell];
+            let before = runs.runs.len();
+            runs.add_row(persons.value(row), partials.value(row));
+            self.stored += runs.runs.len() - before;
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let (bounds, largest) = (self.bounds, self.largest);
+        let finished = self
+            .take(emit_to)
+            .into_iter()
+            .map(|runs| runs.finish(bounds, largest))
+            .collect();
+        Ok(struct_of::<T>(finished, largest))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let cells = self.take(emit_to);
+        state_of(&cells)
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        // Each row its own cell: one run of its value, or none.
+        let (persons, partials) = arguments::<T>(values)?;
+        let rows: Vec<Runs<T>> = (0..persons.len())
+            .map(|row| {
+                let mut runs = Runs::default();
+                if kept(row, persons, opt_filter) && partials.is_valid(row) {
+                    runs.add_row(persons.value(row), partials.value(row));
+                }
+                runs
+            })
+            .collect();
+        state_of(&rows)
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.cells.resize_with(total_num_groups, Runs::default);
+        let (cells, stored) = (&mut self.cells, &mut self.stored);
+        for_each_state::<T>(values, |row, persons, partials| {
+            let runs = &mut cells[group_indices[row]];
+            for (person, partial) in persons.iter().zip(partials) {
+                runs.add_run(*person, *partial);
+            }
+            *stored += persons.len();
+        })
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>()
+            + self.cells.capacity() * size_of::<Runs<T>>()
+            + self.stored * size_of::<(u32, T::Run)>()
+    }
+}
+
+/// Without GROUP BY: one cell.
+#[derive(Debug)]
+struct OneCell<T: Contribution> {
+    runs: Runs<T>,
+    bounds: (f64, f64),
+    largest: usize,
+}
+
+impl<T: Contribution> OneCell<T> {
+    fn new(bounds: (f64, f64), largest: usize) -> Self {
+        Self {
+            runs: Runs::default(),
+            bounds,
+            largest,
+        }
+    }
+}
+
+impl<T: Contribution> Accumulator for OneCell<T> {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let (persons, partials) = arguments::<T>(values)?;
+        for row in 0..persons.len() {
+            if persons.is_valid(row) && partials.is_valid(row) {
+                self.runs.add_row(persons.value(row), partials.value(row));
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let finished = std::mem::take(&mut self.runs).finish(self.bounds, self.largest);
+        ScalarValue::try_from_array(&struct_of::<T>(vec![finished], self.largest), 0)
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>() + self.runs.runs.capacity() * size_of::<(u32, T::Run)>()
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        state_of([&self.runs])?
+            .iter()
+            .map(|column| ScalarValue::try_from_array(column, 0))
+            .collect()
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let runs = &mut self.runs;
+        for_each_state::<T>(states, |_, persons, partials| {
+            for (person, partial) in persons.iter().zip(partials) {
+                runs.add_run(*person, *partial);
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use super::*;
+    use crate::functions::literal_argument::testing::partial_aggregation_configs;
+
+    /// Rows `(cell, person, value)` in batches of `batch` rows spread over
+    /// `partitions` partitions round the clock.
+    fn context(
+        rows: &[(i64, u32, Option<f64>)],
+        batch: usize,
+        partitions: usize,
+        config: SessionConfig,
+    ) -> SessionContext {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("g", DataType::Int64, false),
+            Field::new("p", DataType::UInt32, false),
+            Field::new("v", DataType::Float64, true),
+        ]));
+        let batches: Vec<RecordBatch> = rows
+            .chunks(batch)
+            .map(|chunk| {
+                let g: Int64Array = chunk.iter().map(|r| Some(r.0)).collect();
+                let p: UInt32Array = chunk.iter().map(|r| Some(r.1)).collect();
+                let v: Float64Array = chunk.iter().map(|r| r.2).collect();
+                RecordBatch::try_new(
+                    Arc::clone(&schema),
+                    vec![Arc::new(g), Arc::new(p), Arc::new(v)],
+                )
+                .unwrap()
+            })
+            .collect();
+        let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
+        for (i, batch) in batches.into_iter().enumerate() {
+            parts[i % partitions].push(batch);
+        }
+        let ctx = SessionContext::new_with_config(config.with_target_partitions(partitions));
+        ctx.register_table("t", Arc::new(MemTable::try_new(schema, parts).unwrap()))
+            .unwrap();
+        ctx
+    }
+
+    /// The struct of each cell, ordered by cell: (sum, tops).
+    async fn cells_of(
+        ctx: &SessionContext,
+        bounds: (f64, f64),
+        largest: usize,
+    ) -> Vec<(i64, Option<f64>, Vec<Option<f64>>)> {
+        let plan = ctx
+            .table("t")
+            .await
+            .unwrap()
+            .aggregate(
+                vec![datafusion::prelude::col("g")],
+                vec![
+                    person_sums(
+                        datafusion::prelude::col("p"),
+                        datafusion::prelude::col("v"),
+                        bounds,
+                        largest,
+                        None,
+                    )
+                    .alias("s"),
+                ],
+            )
+            .unwrap()
+            .sort(vec![datafusion::prelude::col("g").sort(true, false)])
+            .unwrap();
+        let batches = plan.collect().await.unwrap();
+        let mut out = Vec::new();
+        for batch in batches {
+            let g = batch.column(0).as_primitive::<Int64Type>();
+            let s = batch.column(1).as_struct();
+            let sum = s.column(0).as_primitive::<Float64Type>();
+            for row in 0..batch.num_rows() {
+                let tops = (1..=largest)
+                    .map(|r| {
+                        let top = s.column(r).as_primitive::<Float64Type>();
+                        top.is_valid(row).then(|| top.value(row))
+                    })
+                    .collect();
+                out.push((
+                    g.value(row),
+                    sum.is_valid(row).then(|| sum.value(row)),
+                    tops,
+                ));
+            }
+        }
+        out
+    }
+
+    /// The same cells computed the long way: per person, clamped, added.
+    fn expected(
+        rows: &[(i64, u32, Option<f64>)],
+        (lower, upper): (f64, f64),
+        largest: usize,
+    ) -> Vec<(i64, Option<f64>, Vec<Option<f64>>)> {
+        use std::collections::BTreeMap;
+        let mut per_person: BTreeMap<i64, BTreeMap<u32, Sum>> = BTreeMap::new();
+        let mut cells: BTreeMap<i64, ()> = BTreeMap::new();
+        for (g, p, v) in rows {
+            cells.insert(*g, ());
+            if let Some(v) = v {
+                per_person
+                    .entry(*g)
+                    .or_default()
+                    .entry(*p)
+                    .or_default()
+                    .add(*v);
+            }
+        }
+        cells
+            .keys()
+            .map(|g| {
+                let mut contributions: Vec<f64> = per_person
+                    .get(g)
+                    .map(|persons| {
+                        persons
+                            .values()
+                            .map(|s| clamp_f64(s.value().unwrap(), lower, upper))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut total = Sum::default();
+                for c in &contributions {
+                    total.add(*c);
+                }
+                contributions.sort_by(|a, b| b.total_cmp(a));
+                let tops = (0..largest)
+                    .map(|i| contributions.get(i).copied())
+                    .collect();
+                (*g, total.value(), tops)
+            })
+            .collect()
+    }
+
+    /// Rows of fractional values, whose sums round differently in different
+    /// orders: persons over several cells, some with rows far apart, NULL
+    /// values, and a cell without values.
+    fn rows(shuffled: bool) -> Vec<(i64, u32, Option<f64>)> {
+        let mut rows = Vec::new();
+        for person in 0..60u32 {
+            for k in 0..(person % 7 + 1) {
+                let cell = i64::from((person + k) % 4);
+                let value = f64::from((person * 13 + k * 7) % 50) * 0.37 - 1.3;
+                rows.push((cell, person, (k % 5 != 3).then_some(value)));
+            }
+        }
+        rows.push((9, 3, None));
+        if shuffled {
+            // A fixed permutation: every 7th row first, and so on.
+            let n = rows.len();
+            rows = (0..7)
+                .flat_map(|start| (start..n).step_by(7))
+                .map(|i| rows[i])
+                .collect();
+        }
+        rows
+    }
+
+    #[tokio::test]
+    async fn clamps_each_persons_sum_whatever_the_order_and_partitioning() {
+        let bounds = (0.0, 25.0);
+        for shuffled in [false, true] {
+            let rows = rows(shuffled);
+            let want = expected(&rows, bounds, 3);
+            for (name, config) in partial_aggregation_configs() {
+                for (batch, partitions) in [(1000, 1), (5, 1), (3, 3), (7, 2)] {
+                    let ctx = context(&rows, batch, partitions, config.clone());
+                    let got = cells_of(&ctx, bounds, 3).await;
+                    assert_eq!(
+                        got, want,
+                        "{name}, shuffled {shuffled}, batches of {batch} over {partitions}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cell_without_values_has_a_null_sum_and_no_contributions() {
+        let rows = vec![(1, 1, None), (1, 2, None), (2, 1, Some(4.0))];
+        let ctx = context(&rows, 10, 1, SessionConfig::new());
+        let got = cells_of(&ctx, (0.0, 3.0), 2).await;
+        assert_eq!(
+            got,
+            vec![
+                (1, None, vec![None, None]),
+                (2, Some(3.0), vec![Some(3.0), None])
+            ]
+        );
+    }
+
+    #[test]
+    fn ties_keep_their_ranks_and_integers_clamp_as_the_cells_plan_does() {
+        let mut runs = Runs::<i64>::default();
+        for (person, value) in [(1, 5), (2, 5), (3, 100), (3, 1), (4, -20)] {
+            runs.add_row(person, value);
+        }
+        let (sum, top) = runs.finish((-2.5, 9.5), 3);
+        // 5 + 5 + 9 (9.5 truncated) - 2 (-2.5 truncated)
+        assert_eq!(sum, Some(17));
+        assert_eq!(top, vec![9.0, 5.0, 5.0]);
+    }
+}
