@@ -1,9 +1,9 @@
 //! A suite's results: named measurements with their ratios.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One line of a report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Measurement {
     /// What was measured.
     pub name: String,
@@ -11,10 +11,14 @@ pub struct Measurement {
     pub values: Vec<(String, f64)>,
     /// The ratio the suite is about, when there is one.
     pub ratio: Option<f64>,
+    /// Further ratios by label (such as `seuil/duckdb`), when the suite has
+    /// more than one side to compare with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ratios: Vec<(String, f64)>,
 }
 
 /// A suite's report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// Suite name.
     pub suite: String,
@@ -39,7 +43,10 @@ impl Report {
                 .iter()
                 .map(|(label, v)| format!("{label}={v:.1}"))
                 .collect();
-            let ratio = m.ratio.map_or(String::new(), |r| format!("  ratio {r:.2}"));
+            let mut ratio = m.ratio.map_or(String::new(), |r| format!("  ratio {r:.2}"));
+            for (label, r) in &m.ratios {
+                ratio.push_str(&format!("  {label} {r:.2}"));
+            }
             out.push_str(&format!("  {:<40} {}{ratio}\n", m.name, values.join("  ")));
         }
         for (key, value) in &self.summary {

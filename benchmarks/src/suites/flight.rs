@@ -188,6 +188,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
                 ("flight_ms".into(), remote_ms),
             ],
             ratio: Some(ratio),
+            ratios: Vec::new(),
         });
         summary.push((
             format!("latency {label} flight / in-process"),
@@ -210,6 +211,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
                 ("flight_qps".into(), remote_qps),
             ],
             ratio: Some(ratio),
+            ratios: Vec::new(),
         });
         summary.push((
             format!("throughput with {clients} flight / in-process"),

@@ -42,12 +42,14 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
             ("persons_per_second".into(), args.persons as f64 / seconds),
         ],
         ratio: None,
+        ratios: Vec::new(),
     }];
     for table in &summary.tables {
         measurements.push(Measurement {
             name: format!("rows of {}", table.name),
             values: vec![("rows".into(), table.rows as f64)],
             ratio: None,
+            ratios: Vec::new(),
         });
     }
     Ok(Report {

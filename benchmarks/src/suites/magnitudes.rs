@@ -8,13 +8,16 @@
 //! with margins and has no switch, so threshold mode alone is the first
 //! engine's time minus the secondary suppression time the engine reports
 //! ([`seuil_engine::QueryTimings`]).
+//!
+//! Each query also runs as is in raw DuckDB over the same files (no policy),
+//! for the ratio threshold / DuckDB raw.
 
 use std::time::Duration;
 
 use seuil_engine::{DataCatalog, Engine, EngineOptions, User};
 use seuil_policies::{Dominance, Policy, PolicySource};
 
-use super::queries::{Args, QUERIES, best};
+use super::queries::{Args, QUERIES, best, duckdb_side};
 use super::{TimedQuery, time_query};
 use crate::report::{Measurement, Report, median};
 
@@ -62,6 +65,12 @@ fn ms(duration: Duration) -> f64 {
 /// Runs the suite.
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
     super::ensure_data(&args.data, args.persons)?;
+    let queries: Vec<(&str, &str)> = QUERIES
+        .iter()
+        .map(|q| (q.name, q.sql))
+        .chain(WITH_MARGINS.iter().copied())
+        .collect();
+    let (duckdb_run, duckdb_setup) = duckdb_side(&args.data, args, &queries);
     let options = EngineOptions::default();
     let data = DataCatalog::open(&args.data, &options).await?;
     let threshold = Engine::open(
@@ -75,8 +84,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         Engine::open(with_dominance(&data, dominance, Some(10.0))?, data, options).await?;
     let user = User::new("bench", "researcher");
     let mut measurements = Vec::new();
-    let mut ratios = Vec::new();
-    for (name, sql) in QUERIES.iter().chain(WITH_MARGINS) {
+    let (mut ratios, mut to_duckdb) = (Vec::new(), Vec::new());
+    for (name, sql) in queries {
         time_query(&threshold, &user, sql).await?;
         time_query(&protected, &user, sql).await?;
         let (mut alone, mut full, mut secondary) = (Vec::new(), Vec::new(), Vec::new());
@@ -103,37 +112,56 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         let (alone_ms, full_ms) = (best(&alone), best(&full));
         let ratio = full_ms / alone_ms;
         ratios.push(ratio);
+        let mut values = vec![
+            ("threshold_ms".into(), alone_ms),
+            ("protected_ms".into(), full_ms),
+            ("secondary_ms".into(), best(&secondary)),
+            ("suppressed_threshold".into(), suppressed_alone as f64),
+            ("suppressed_protected".into(), suppressed_full as f64),
+        ];
+        let mut other_ratios = Vec::new();
+        if let Some((ms, _)) = duckdb_run.as_ref().and_then(|run| run.ms(name)) {
+            values.push(("duckdb_ms".into(), ms));
+            other_ratios.push(("threshold/duckdb".into(), alone_ms / ms));
+            to_duckdb.push(alone_ms / ms);
+        }
         measurements.push(Measurement {
-            name: (*name).to_string(),
-            values: vec![
-                ("threshold_ms".into(), alone_ms),
-                ("protected_ms".into(), full_ms),
-                ("secondary_ms".into(), best(&secondary)),
-                ("suppressed_threshold".into(), suppressed_alone as f64),
-                ("suppressed_protected".into(), suppressed_full as f64),
-            ],
+            name: name.to_string(),
+            values,
             ratio: Some(ratio),
+            ratios: other_ratios,
         });
     }
     let median_ratio = median(&mut ratios);
     let max_ratio = ratios.iter().copied().fold(0.0, f64::max);
+    let median_duckdb = if to_duckdb.is_empty() {
+        "not measured".to_string()
+    } else {
+        format!("{:.2}", median(&mut to_duckdb))
+    };
+    let mut setup = vec![
+        ("data".into(), args.data.display().to_string()),
+        (
+            "threshold".into(),
+            "researcher without dominance; secondary suppression time subtracted".into(),
+        ),
+        (
+            "protected".into(),
+            "researcher with (2, 85) dominance, p% = 10, secondary suppression".into(),
+        ),
+        (
+            "runs per query and engine".into(),
+            format!("{} (best of), after a warm-up", args.runs),
+        ),
+        (
+            "threshold/duckdb".into(),
+            "threshold / raw DuckDB on the same SQL, without a policy".into(),
+        ),
+    ];
+    setup.extend(duckdb_setup);
     Ok(Report {
         suite: "magnitudes".into(),
-        setup: vec![
-            ("data".into(), args.data.display().to_string()),
-            (
-                "threshold".into(),
-                "researcher without dominance; secondary suppression time subtracted".into(),
-            ),
-            (
-                "protected".into(),
-                "researcher with (2, 85) dominance, p% = 10, secondary suppression".into(),
-            ),
-            (
-                "runs per query and engine".into(),
-                format!("{} (best of), after a warm-up", args.runs),
-            ),
-        ],
+        setup,
         measurements,
         summary: vec![
             (
@@ -144,6 +172,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
                 "largest ratio protected / threshold".into(),
                 format!("{max_ratio:.2}"),
             ),
+            ("median ratio threshold / DuckDB raw".into(), median_duckdb),
         ],
     })
 }

@@ -308,18 +308,22 @@ pub fn attack(
     } else {
         f64::NEG_INFINITY
     };
+    if !hidden[cell] {
+        // A released value is known exactly.
+        let value = values[cell]?;
+        return Some((value, value));
+    }
+    let (component, linked) = component_of(relations, hidden, cell);
     let solve = |direction| -> Option<f64> {
         let mut problem = Problem::new(direction);
-        let variables: HashMap<usize, microlp::Variable> = hidden
+        let variables: HashMap<usize, microlp::Variable> = component
             .iter()
-            .enumerate()
-            .filter(|(_, h)| **h)
-            .map(|(i, _)| {
+            .map(|&i| {
                 let objective = if i == cell { 1.0 } else { 0.0 };
                 (i, problem.add_var(objective, (lower_bound, f64::INFINITY)))
             })
             .collect();
-        for relation in relations {
+        for relation in linked.iter().map(|&r| &relations[r]) {
             let members = relation
                 .plus
                 .iter()
@@ -345,6 +349,44 @@ pub fn attack(
     // An unbounded maximum is the best protection there is.
     let high = solve(OptimizationDirection::Maximize).unwrap_or(f64::INFINITY);
     Some((low, high))
+}
+
+/// The hidden cells linked to `cell` through relations, and those
+/// relations: the only part of the attacker's system that bounds `cell`.
+/// The other relations hold other unknowns only; the whole system holds for
+/// the true values, so leaving them out changes no range, and the linear
+/// programs of a large table with many suppressed cells stay the size of
+/// the cell's own part of it.
+fn component_of(relations: &[Relation], hidden: &[bool], cell: usize) -> (Vec<usize>, Vec<usize>) {
+    let mut relations_of_cell: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (r, relation) in relations.iter().enumerate() {
+        for member in relation.members().filter(|m| hidden[*m]) {
+            relations_of_cell.entry(member).or_default().push(r);
+        }
+    }
+    let mut reached = vec![false; hidden.len()];
+    let mut used = vec![false; relations.len()];
+    reached[cell] = true;
+    let mut component = vec![cell];
+    let mut linked = Vec::new();
+    let mut next = 0;
+    while next < component.len() {
+        let member = component[next];
+        next += 1;
+        for &r in relations_of_cell.get(&member).into_iter().flatten() {
+            if std::mem::replace(&mut used[r], true) {
+                continue;
+            }
+            linked.push(r);
+            for other in relations[r].members() {
+                if hidden[other] && !std::mem::replace(&mut reached[other], true) {
+                    component.push(other);
+                }
+            }
+        }
+    }
+    linked.sort_unstable();
+    (component, linked)
 }
 
 /// True when the attacker's range around `value` is wide enough.
