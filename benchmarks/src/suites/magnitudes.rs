@@ -69,6 +69,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         .iter()
         .map(|q| (q.name, q.sql))
         .chain(WITH_MARGINS.iter().copied())
+        .filter(|(name, _)| args.selects(name))
         .collect();
     let (duckdb_run, duckdb_setup) = duckdb_side(&args.data, args, &queries);
     let options = EngineOptions::default();

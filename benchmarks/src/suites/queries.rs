@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use datafusion::prelude::SessionContext;
-use seuil_engine::{Engine, EngineOptions, QueryTimings, User};
+use seuil_engine::{Engine, EngineOptions, IndexOpening, QueryTimings, User};
 use seuil_policies::PolicySource;
 
 use super::{TimedQuery, time_query};
@@ -133,6 +133,18 @@ pub struct Args {
     /// on first use into benchmarks/.venv).
     #[arg(long)]
     pub no_duckdb: bool,
+    /// Only the queries whose name contains this text (for profiling one).
+    #[arg(long)]
+    pub only: Option<String>,
+}
+
+impl Args {
+    /// Whether the query named `name` is to be run.
+    pub fn selects(&self, name: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| name.contains(only.as_str()))
+    }
 }
 
 async fn time_raw(ctx: &SessionContext, sql: &str) -> anyhow::Result<(f64, usize)> {
@@ -227,12 +239,13 @@ fn handwritten_name(query: &Query) -> String {
 /// Runs the suite.
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
     super::ensure_data(&args.data, args.persons)?;
-    let handwritten_names: Vec<String> = QUERIES.iter().map(handwritten_name).collect();
-    let duckdb_queries: Vec<(&str, &str)> = QUERIES
+    let queries: Vec<&Query> = QUERIES.iter().filter(|q| args.selects(q.name)).collect();
+    let handwritten_names: Vec<String> = queries.iter().map(|q| handwritten_name(q)).collect();
+    let duckdb_queries: Vec<(&str, &str)> = queries
         .iter()
         .map(|q| (q.name, q.sql))
         .chain(
-            QUERIES
+            queries
                 .iter()
                 .zip(&handwritten_names)
                 .map(|(q, name)| (name.as_str(), q.handwritten)),
@@ -240,14 +253,16 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         .collect();
     let (duckdb_run, duckdb_setup) = duckdb_side(&args.data, args, &duckdb_queries);
     let policy = PolicySource::new("policies/snds.toml", seuil_policies::SNDS_POLICY);
-    let index_existed = args.data.join(".seuil-index").is_dir();
     let opening = Instant::now();
     let (engine, _) = Engine::open_files(&policy, &args.data, EngineOptions::default()).await?;
     let open_seconds = opening.elapsed().as_secs_f64();
-    let index = match (engine.data().person_index(), index_existed) {
-        (None, _) => "none (scans join to the person)".to_string(),
-        (Some(_), true) => format!("reused; engine opened in {open_seconds:.1} s"),
-        (Some(_), false) => format!("built when the engine opened, in {open_seconds:.1} s"),
+    let index = match engine.data().person_index().map(|i| i.opening()) {
+        None => "none (scans join to the person)".to_string(),
+        Some(IndexOpening::Reused) => format!("reused; engine opened in {open_seconds:.1} s"),
+        Some(IndexOpening::Built(took)) => format!(
+            "built in {:.1} s when the engine opened (in {open_seconds:.1} s)",
+            took.as_secs_f64()
+        ),
     };
     let raw =
         SessionContext::new_with_config(seuil_engine::session_config(&EngineOptions::default()));
@@ -257,7 +272,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
     let alice = User::new("bench", "researcher");
     let mut measurements = Vec::new();
     let (mut to_raw, mut to_duckdb, mut to_handwritten) = (Vec::new(), Vec::new(), Vec::new());
-    for (query, handwritten) in QUERIES.iter().zip(&handwritten_names) {
+    for (query, handwritten) in queries.iter().zip(&handwritten_names) {
         let sql = query.sql;
         // Warm the file caches and plans of both sides alike.
         time_query(&engine, &alice, sql).await?;

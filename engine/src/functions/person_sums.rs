@@ -206,7 +206,12 @@ impl AggregateUDFImpl for PersonSums {
                 false,
             )),
             Arc::new(Field::new_list(
-                format!("{}[partials]", args.name),
+                format!("{}[highs]", args.name),
+                Field::new_list_field(value_type.clone(), false),
+                false,
+            )),
+            Arc::new(Field::new_list(
+                format!("{}[lows]", args.name),
                 Field::new_list_field(value_type, false),
                 false,
             )),
@@ -244,7 +249,7 @@ impl AggregateUDFImpl for PersonSums {
 trait Contribution:
     Copy + Send + Sync + std::fmt::Debug + datafusion::arrow::datatypes::ArrowNativeType + 'static
 {
-    type Arrow: ArrowPrimitiveType<Native = Self>;
+    type Arrow: ArrowPrimitiveType<Native = Self> + std::fmt::Debug;
     /// The exact sum of a run's rows so far.
     type Run: Copy + Send + Sync + std::fmt::Debug + 'static;
     /// The cell's total of clamped contributions being added.
@@ -255,8 +260,10 @@ trait Contribution:
     /// Adds a row's value to a run, exactly; false when the run cannot hold
     /// the exact sum (the value then starts a run of its own).
     fn add_exactly(run: &mut Self::Run, value: Self) -> bool;
-    /// The values whose exact sum is the run's, for a partial state.
-    fn parts(run: Self::Run) -> impl Iterator<Item = Self>;
+    /// Two values whose exact sum is the run's, for a partial state.
+    fn parts(run: Self::Run) -> (Self, Self);
+    /// The run of two such values.
+    fn from_parts(high: Self, low: Self) -> Self::Run;
     /// The sum of one person's runs, rounded once.
     fn combine(runs: &[(u32, Self::Run)]) -> Self;
     /// The contribution clamped to the bounds, or none when the clamped
@@ -315,23 +322,29 @@ impl Contribution for f64 {
         true
     }
 
-    fn parts(run: (f64, f64)) -> impl Iterator<Item = Self> {
-        [run.0].into_iter().chain((run.1 != 0.0).then_some(run.1))
+    fn parts(run: (f64, f64)) -> (f64, f64) {
+        run
+    }
+
+    fn from_parts(high: f64, low: f64) -> (f64, f64) {
+        (high, low)
     }
 
     fn combine(runs: &[(u32, (f64, f64))]) -> Self {
-        match runs {
-            // One addition rounds the exact sum of two doubles.
-            [(_, (high, low))] => high + low,
-            _ => {
-                let mut sum = Sum::default();
-                for (_, (high, low)) in runs {
-                    sum.add(*high);
-                    sum.add(*low);
-                }
-                sum.value().unwrap_or(0.0)
-            }
+        // Most persons have one run, or runs whose sum two doubles still
+        // hold exactly: one addition then rounds it.
+        let mut exact = (0.0, 0.0);
+        if runs.iter().all(|(_, (high, low))| {
+            Self::add_exactly(&mut exact, *high) && Self::add_exactly(&mut exact, *low)
+        }) {
+            return exact.0 + exact.1;
         }
+        let mut sum = Sum::default();
+        for (_, (high, low)) in runs {
+            sum.add(*high);
+            sum.add(*low);
+        }
+        sum.value().unwrap_or(0.0)
     }
 
     fn clamp(self, lower: f64, upper: f64) -> Option<Self> {
@@ -371,8 +384,12 @@ impl Contribution for i64 {
         true
     }
 
-    fn parts(run: i64) -> impl Iterator<Item = Self> {
-        std::iter::once(run)
+    fn parts(run: i64) -> (i64, i64) {
+        (run, 0)
+    }
+
+    fn from_parts(high: i64, low: i64) -> i64 {
+        high.wrapping_add(low)
     }
 
     fn combine(runs: &[(u32, i64)]) -> Self {
@@ -402,11 +419,14 @@ impl Contribution for i64 {
 
 /// One cell's runs: (person, exact sum of a run of the person's rows), in
 /// the order they came.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Runs<T: Contribution> {
     runs: Vec<(u32, T::Run)>,
     /// Whether the persons of `runs` never decrease.
     sorted: bool,
+    /// The runs of partial states merged into the cell, where they are in
+    /// the states' arrays (slices share their buffers: nothing is copied).
+    segments: Vec<Segment<T>>,
 }
 
 impl<T: Contribution> Default for Runs<T> {
@@ -414,6 +434,46 @@ impl<T: Contribution> Default for Runs<T> {
         Self {
             runs: Vec::new(),
             sorted: true,
+            segments: Vec::new(),
+        }
+    }
+}
+
+/// The runs of one row of a partial state: persons, and the two parts of
+/// each run.
+#[derive(Debug)]
+struct Segment<T: Contribution> {
+    persons: UInt32Array,
+    highs: PrimitiveArray<T::Arrow>,
+    lows: PrimitiveArray<T::Arrow>,
+}
+
+/// Where a cell's runs come from when it is finished: its own, in order,
+/// or a partial state's.
+enum Source<'a, T: Contribution> {
+    Own(&'a [(u32, T::Run)]),
+    State(&'a [u32], &'a [T], &'a [T]),
+}
+
+impl<T: Contribution> Source<'_, T> {
+    fn len(&self) -> usize {
+        match self {
+            Source::Own(runs) => runs.len(),
+            Source::State(persons, ..) => persons.len(),
+        }
+    }
+
+    fn person(&self, i: usize) -> u32 {
+        match self {
+            Source::Own(runs) => runs[i].0,
+            Source::State(persons, ..) => persons[i],
+        }
+    }
+
+    fn run(&self, i: usize) -> T::Run {
+        match self {
+            Source::Own(runs) => runs[i].1,
+            Source::State(_, highs, lows) => T::from_parts(highs[i], lows[i]),
         }
     }
 }
@@ -430,8 +490,8 @@ impl<T: Contribution> Runs<T> {
         self.add_run(person, value);
     }
 
-    /// Adds a value as a run of its own (a row, or a part of a run of a
-    /// partial state): a person's runs are combined exactly at the end.
+    /// Adds a row's value as a run of its own: a person's runs are
+    /// combined exactly at the end.
     fn add_run(&mut self, person: u32, value: T) {
         if self.runs.last().is_some_and(|(p, _)| *p > person) {
             self.sorted = false;
@@ -439,18 +499,70 @@ impl<T: Contribution> Runs<T> {
         self.runs.push((person, T::run(value)));
     }
 
+    /// Adds the runs of a partial state's row, where they are.
+    fn add_segment(&mut self, segment: Segment<T>) {
+        if !segment.persons.is_empty() {
+            self.segments.push(segment);
+        }
+    }
+
+    /// How many runs the cell holds.
+    fn len(&self) -> usize {
+        self.runs.len() + self.segments.iter().map(|s| s.persons.len()).sum::<usize>()
+    }
+
     /// The cell's clamped sum and its `largest` largest contributions, in
     /// decreasing order ([`f64::total_cmp`]).
     fn finish(mut self, (lower, upper): (f64, f64), largest: usize) -> (Option<T>, Vec<f64>) {
         if !self.sorted {
-            // Stable and adaptive: runs that came sorted in a few partial
-            // states are merged in linear time.
+            // Stable and adaptive: runs that came in a few sorted stretches
+            // are merged in linear time.
             self.runs.sort_by_key(|(person, _)| *person);
         }
+        // Each source in person order, then merged: the states of a scan
+        // sorted by person come sorted, and are read where they are.
+        let mut resorted: Vec<Vec<(u32, T::Run)>> = Vec::new();
+        let mut in_order: Vec<Source<T>> = Vec::new();
+        for segment in &self.segments {
+            let persons: &[u32] = segment.persons.values();
+            let (highs, lows): (&[T], &[T]) = (segment.highs.values(), segment.lows.values());
+            if persons.is_sorted() {
+                in_order.push(Source::State(persons, highs, lows));
+            } else {
+                let mut runs: Vec<(u32, T::Run)> = (0..persons.len())
+                    .map(|i| (persons[i], T::from_parts(highs[i], lows[i])))
+                    .collect();
+                runs.sort_by_key(|(person, _)| *person);
+                resorted.push(runs);
+            }
+        }
+        let mut sources: Vec<Source<T>> = vec![Source::Own(&self.runs)];
+        sources.extend(in_order);
+        sources.extend(resorted.iter().map(|runs| Source::Own(runs)));
+        sources.retain(|source| source.len() > 0);
+        let mut cursors = vec![0usize; sources.len()];
         let mut total = T::Total::default();
         let mut top: Vec<f64> = Vec::with_capacity(largest + 1);
-        for person_runs in self.runs.chunk_by(|a, b| a.0 == b.0) {
-            let Some(contribution) = T::combine(person_runs).clamp(lower, upper) else {
+        let mut person_runs: Vec<(u32, T::Run)> = Vec::new();
+        loop {
+            // The smallest person at the sources' cursors, and all its runs.
+            let next = sources
+                .iter()
+                .zip(&cursors)
+                .filter(|(source, at)| **at < source.len())
+                .map(|(source, at)| source.person(*at))
+                .min();
+            let Some(person) = next else {
+                break;
+            };
+            person_runs.clear();
+            for (source, at) in sources.iter().zip(cursors.iter_mut()) {
+                while *at < source.len() && source.person(*at) == person {
+                    person_runs.push((person, source.run(*at)));
+                    *at += 1;
+                }
+            }
+            let Some(contribution) = T::combine(&person_runs).clamp(lower, upper) else {
                 continue;
             };
             contribution.add_to(&mut total);
@@ -485,71 +597,92 @@ fn arguments<T: Contribution>(
     }
 }
 
+/// The lists of a partial state: persons, high and low parts of runs.
+type StateLists<'a, T> = (
+    &'a ListArray,
+    &'a UInt32Array,
+    &'a PrimitiveArray<<T as Contribution>::Arrow>,
+    &'a PrimitiveArray<<T as Contribution>::Arrow>,
+);
+
 /// The runs of a partial state's rows.
-fn state_lists<T: Contribution>(
-    states: &[ArrayRef],
-) -> Result<(&ListArray, &UInt32Array, &PrimitiveArray<T::Arrow>)> {
-    let (Some(persons), Some(partials)) = (
-        states.first().and_then(|s| s.as_list_opt::<i32>()),
-        states.get(1).and_then(|s| s.as_list_opt::<i32>()),
-    ) else {
-        return exec_err!("seuil_person_sums: a partial state is not two lists");
+fn state_lists<T: Contribution>(states: &[ArrayRef]) -> Result<StateLists<'_, T>> {
+    let list = |i: usize| states.get(i).and_then(|s| s.as_list_opt::<i32>());
+    let (Some(persons), Some(highs), Some(lows)) = (list(0), list(1), list(2)) else {
+        return exec_err!("seuil_person_sums: a partial state is not three lists");
     };
     match (
         persons.values().as_primitive_opt::<UInt32Type>(),
-        partials.values().as_primitive_opt::<T::Arrow>(),
+        highs.values().as_primitive_opt::<T::Arrow>(),
+        lows.values().as_primitive_opt::<T::Arrow>(),
     ) {
-        (Some(p), Some(v)) if p.len() == v.len() => Ok((persons, p, v)),
+        (Some(p), Some(h), Some(l))
+            if p.len() == h.len() && p.len() == l.len() && persons.offsets() == highs.offsets() =>
+        {
+            Ok((persons, p, h, l))
+        }
         _ => exec_err!("seuil_person_sums: a partial state's lists do not match"),
     }
 }
 
-/// Cells' runs as a partial state: the list of persons and the list of
-/// partials of each cell.
+/// Cells' runs as a partial state: for each cell, the list of its runs'
+/// persons, and of their high and low parts.
 fn state_of<'a, T: Contribution>(
     cells: impl IntoIterator<Item = &'a Runs<T>> + Clone,
 ) -> Result<Vec<ArrayRef>> {
-    let mut offsets = vec![0usize];
-    let mut persons = Vec::new();
-    let mut partials = PrimitiveBuilder::<T::Arrow>::new();
+    let runs: usize = cells.clone().into_iter().map(Runs::len).sum();
+    let mut lengths = Vec::new();
+    let mut persons = Vec::with_capacity(runs);
+    let mut highs = PrimitiveBuilder::<T::Arrow>::with_capacity(runs);
+    let mut lows = PrimitiveBuilder::<T::Arrow>::with_capacity(runs);
     for cell in cells {
         for (person, run) in &cell.runs {
-            for part in T::parts(*run) {
-                persons.push(*person);
-                partials.append_value(part);
-            }
+            let (high, low) = T::parts(*run);
+            persons.push(*person);
+            highs.append_value(high);
+            lows.append_value(low);
         }
-        offsets.push(persons.len());
+        for segment in &cell.segments {
+            persons.extend_from_slice(segment.persons.values());
+            highs.append_slice(segment.highs.values());
+            lows.append_slice(segment.lows.values());
+        }
+        lengths.push(cell.len());
     }
-    let offsets = OffsetBuffer::<i32>::from_lengths(offsets.windows(2).map(|w| w[1] - w[0]));
-    let persons = ListArray::try_new(
-        Arc::new(Field::new_list_field(DataType::UInt32, false)),
-        offsets.clone(),
-        Arc::new(UInt32Array::from(persons)),
-        None,
-    )?;
-    let partials = ListArray::try_new(
-        Arc::new(Field::new_list_field(T::data_type(), false)),
-        offsets,
-        Arc::new(partials.finish()),
-        None,
-    )?;
-    Ok(vec![Arc::new(persons), Arc::new(partials)])
+    let offsets = OffsetBuffer::<i32>::from_lengths(lengths);
+    let list = |values: ArrayRef, data_type: DataType| {
+        ListArray::try_new(
+            Arc::new(Field::new_list_field(data_type, false)),
+            offsets.clone(),
+            values,
+            None,
+        )
+        .map(|list| Arc::new(list) as ArrayRef)
+    };
+    Ok(vec![
+        list(Arc::new(UInt32Array::from(persons)), DataType::UInt32)?,
+        list(Arc::new(highs.finish()), T::data_type())?,
+        list(Arc::new(lows.finish()), T::data_type())?,
+    ])
 }
 
-/// Calls `each` with the runs of each row of a partial state.
+/// Calls `each` with the runs of each row of a partial state, as slices of
+/// the state's arrays.
 fn for_each_state<T: Contribution>(
     states: &[ArrayRef],
-    mut each: impl FnMut(usize, &[u32], &[T]),
+    mut each: impl FnMut(usize, Segment<T>),
 ) -> Result<()> {
-    let (lists, persons, partials) = state_lists::<T>(states)?;
+    let (lists, persons, highs, lows) = state_lists::<T>(states)?;
     let offsets = lists.value_offsets();
     for row in 0..lists.len() {
         let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
         each(
             row,
-            &persons.values()[start..end],
-            &partials.values()[start..end],
+            Segment {
+                persons: persons.slice(start, end - start),
+                highs: highs.slice(start, end - start),
+                lows: lows.slice(start, end - start),
+            },
         );
     }
     Ok(())
@@ -598,7 +731,7 @@ impl<T: Contribution> Cells<T> {
     /// Takes the cells `emit_to` asks for.
     fn take(&mut self, emit_to: EmitTo) -> Vec<Runs<T>> {
         let cells = emit_to.take_needed(&mut self.cells);
-        self.stored -= cells.iter().map(|c| c.runs.len()).sum::<usize>();
+        self.stored -= cells.iter().map(Runs::len).sum::<usize>();
         cells
     }
 }
@@ -667,12 +800,9 @@ impl<T: Contribution> GroupsAccumulator for Cells<T> {
     ) -> Result<()> {
         self.cells.resize_with(total_num_groups, Runs::default);
         let (cells, stored) = (&mut self.cells, &mut self.stored);
-        for_each_state::<T>(values, |row, persons, partials| {
-            let runs = &mut cells[group_indices[row]];
-            for (person, partial) in persons.iter().zip(partials) {
-                runs.add_run(*person, *partial);
-            }
-            *stored += persons.len();
+        for_each_state::<T>(values, |row, segment| {
+            *stored += segment.persons.len();
+            cells[group_indices[row]].add_segment(segment);
         })
     }
 
@@ -718,7 +848,7 @@ impl<T: Contribution> Accumulator for OneCell<T> {
     }
 
     fn size(&self) -> usize {
-        size_of::<Self>() + self.runs.runs.capacity() * size_of::<(u32, T::Run)>()
+        size_of::<Self>() + self.runs.len() * size_of::<(u32, T::Run)>()
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
@@ -730,10 +860,8 @@ impl<T: Contribution> Accumulator for OneCell<T> {
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         let runs = &mut self.runs;
-        for_each_state::<T>(states, |_, persons, partials| {
-            for (person, partial) in persons.iter().zip(partials) {
-                runs.add_run(*person, *partial);
-            }
+        for_each_state::<T>(states, |_, segment| {
+            runs.add_segment(segment);
         })
     }
 }
