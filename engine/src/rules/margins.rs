@@ -302,28 +302,144 @@ pub fn attack(
     measure: usize,
     cell: usize,
 ) -> Option<(f64, f64)> {
-    let values = &table.measures[measure];
-    let lower_bound = if table.non_negative[measure] {
-        0.0
-    } else {
-        f64::NEG_INFINITY
-    };
+    let low = bound(
+        table,
+        relations,
+        hidden,
+        measure,
+        cell,
+        OptimizationDirection::Minimize,
+        None,
+    )?;
+    // An unbounded maximum is the best protection there is.
+    let high = bound(
+        table,
+        relations,
+        hidden,
+        measure,
+        cell,
+        OptimizationDirection::Maximize,
+        None,
+    )
+    .unwrap_or(f64::INFINITY);
+    Some((low, high))
+}
+
+/// Tables the attacker cannot rule out, as far as the linear programs
+/// solved so far have shown them: for each cell of one measure, the
+/// smallest and largest value it takes in one of them.
+///
+/// Every solution of an attacker's linear program is such a table, whatever
+/// cell it was solved for, and it stays one when more cells are hidden
+/// (with the newly hidden cells at their true values). So a cell that some
+/// solutions already put far enough below and above its value is protected
+/// without linear programs of its own: in a table with many suppressed
+/// cells, the solutions for a few of them protect most of the others.
+#[derive(Debug, Clone)]
+pub struct Witnesses {
+    low: Vec<f64>,
+    high: Vec<f64>,
+}
+
+impl Witnesses {
+    /// The true table, the first the attacker cannot rule out.
+    pub fn new(values: &[Option<f64>]) -> Self {
+        let values: Vec<f64> = values.iter().map(|v| v.unwrap_or(0.0)).collect();
+        Self {
+            low: values.clone(),
+            high: values,
+        }
+    }
+
+    /// The smallest and largest values of `cell` seen.
+    pub fn range(&self, cell: usize) -> (f64, f64) {
+        (self.low[cell], self.high[cell])
+    }
+
+    fn record(&mut self, cell: usize, value: f64) {
+        self.low[cell] = self.low[cell].min(value);
+        self.high[cell] = self.high[cell].max(value);
+    }
+}
+
+/// The smallest (or largest) value of `cell` an attacker can derive, for
+/// one measure; `None` when the linear program has no solution (for a
+/// maximum: it is unbounded). The solution's table goes into `witnesses`.
+fn bound(
+    table: &MarginTable,
+    relations: &[Relation],
+    hidden: &[bool],
+    measure: usize,
+    cell: usize,
+    direction: OptimizationDirection,
+    witnesses: Option<&mut Witnesses>,
+) -> Option<f64> {
     if !hidden[cell] {
         // A released value is known exactly.
-        let value = values[cell]?;
-        return Some((value, value));
+        return table.measures[measure][cell];
     }
-    let (component, linked) = component_of(relations, hidden, cell);
-    let solve = |direction| -> Option<f64> {
+    let attacker = Attacker {
+        table,
+        relations,
+        hidden,
+        measure,
+    };
+    attacker.solve(&[cell], direction, None, witnesses)
+}
+
+/// The attacker's linear system for one measure: the hidden cells are
+/// unknowns, the relations equations.
+struct Attacker<'a> {
+    table: &'a MarginTable,
+    relations: &'a [Relation],
+    hidden: &'a [bool],
+    measure: usize,
+}
+
+impl Attacker<'_> {
+    /// Minimises (or maximises) the sum of the hidden `cells`, over the
+    /// parts of the system linked to them, with every unknown within
+    /// `±cap` when given (a restriction: the solution is still a table the
+    /// attacker cannot rule out). The solution's table goes into
+    /// `witnesses`; `None` when there is no solution.
+    fn solve(
+        &self,
+        cells: &[usize],
+        direction: OptimizationDirection,
+        cap: Option<f64>,
+        witnesses: Option<&mut Witnesses>,
+    ) -> Option<f64> {
+        let values = &self.table.measures[self.measure];
+        let lower = if self.table.non_negative[self.measure] {
+            0.0
+        } else {
+            cap.map_or(f64::NEG_INFINITY, |c| -c)
+        };
+        let upper = cap.unwrap_or(f64::INFINITY);
+        let mut component = Vec::new();
+        let mut linked = BTreeSet::new();
+        let mut reached = vec![false; self.hidden.len()];
+        for &cell in cells {
+            if reached[cell] {
+                continue;
+            }
+            let (cells_linked, relations_linked) = component_of(self.relations, self.hidden, cell);
+            for c in cells_linked {
+                reached[c] = true;
+                component.push(c);
+            }
+            linked.extend(relations_linked);
+        }
         let mut problem = Problem::new(direction);
-        let variables: HashMap<usize, microlp::Variable> = component
+        let variables: Vec<(usize, microlp::Variable)> = component
             .iter()
             .map(|&i| {
-                let objective = if i == cell { 1.0 } else { 0.0 };
-                (i, problem.add_var(objective, (lower_bound, f64::INFINITY)))
+                let objective = if cells.contains(&i) { 1.0 } else { 0.0 };
+                (i, problem.add_var(objective, (lower, upper)))
             })
             .collect();
-        for relation in linked.iter().map(|&r| &relations[r]) {
+        let variable_of: HashMap<usize, microlp::Variable> = variables.iter().copied().collect();
+        for relation in linked.iter().map(|&r| &self.relations[r]) {
             let members = relation
                 .plus
                 .iter()
@@ -332,7 +448,7 @@ pub fn attack(
             let mut terms = Vec::new();
             let mut constant = 0.0;
             for (member, sign) in members {
-                match variables.get(&member) {
+                match variable_of.get(&member) {
                     Some(&variable) => terms.push((variable, sign)),
                     None => constant += sign * values[member].unwrap_or(0.0),
                 }
@@ -343,12 +459,13 @@ pub fn attack(
             problem.add_constraint(&terms, ComparisonOp::Eq, -constant);
         }
         let solution = problem.solve().ok()?.into_solution().ok()?;
+        if let Some(witnesses) = witnesses {
+            for (i, variable) in &variables {
+                witnesses.record(*i, solution.var_value(*variable));
+            }
+        }
         Some(solution.objective())
-    };
-    let low = solve(OptimizationDirection::Minimize)?;
-    // An unbounded maximum is the best protection there is.
-    let high = solve(OptimizationDirection::Maximize).unwrap_or(f64::INFINITY);
-    Some((low, high))
+    }
 }
 
 /// The hidden cells linked to `cell` through relations, and those
@@ -387,6 +504,25 @@ fn component_of(relations: &[Relation], hidden: &[bool], cell: usize) -> (Vec<us
     }
     linked.sort_unstable();
     (component, linked)
+}
+
+/// Whether the tables seen put `cell` far enough below (or above) its
+/// value.
+fn side_settled(
+    witnesses: &Witnesses,
+    table: &MarginTable,
+    measure: usize,
+    cell: usize,
+    direction: OptimizationDirection,
+    protection_percent: f64,
+) -> bool {
+    let value = table.measures[measure][cell].unwrap_or(0.0);
+    let (low, high) = witnesses.range(cell);
+    let range = match direction {
+        OptimizationDirection::Minimize => (low, f64::INFINITY),
+        OptimizationDirection::Maximize => (f64::NEG_INFINITY, high),
+    };
+    is_protected(range, value, protection_percent)
 }
 
 /// True when the attacker's range around `value` is wide enough.
@@ -445,6 +581,9 @@ fn nearest_released(
 /// How many linear programs one table may cost before it is suppressed whole.
 const AUDIT_BUDGET: usize = 20_000;
 
+/// At most this many joint linear programs per measure, side and pass.
+const JOINT_ROUNDS: usize = 16;
+
 /// Chooses the secondary suppressions of a table: returns the cells to hide
 /// in addition to `primary_cells` (cells suppressed whole) and
 /// `primary_values` (per measure, values suppressed in released cells).
@@ -500,6 +639,14 @@ pub fn secondary_suppression(
         })
         .collect();
     let mut budget = AUDIT_BUDGET;
+    let mut witnesses: Vec<Witnesses> = table.measures.iter().map(|m| Witnesses::new(m)).collect();
+    // A bound on the unknowns of the joint linear programs, far beyond any
+    // cell's value, so that they are never unbounded.
+    let cap: Vec<f64> = table
+        .measures
+        .iter()
+        .map(|m| 4.0 * m.iter().flatten().map(|v| v.abs()).fold(1.0, f64::max))
+        .collect();
     'pattern: loop {
         if cancellation.is_cancelled() {
             return None;
@@ -523,6 +670,55 @@ pub fn secondary_suppression(
                 }
             }
         }
+        // First, for each measure, the tables that put all the targets
+        // still unsettled as low, then as high, as they can go together:
+        // most targets are settled by these two, and the others get their
+        // own linear programs below.
+        for (measure, witnessed) in witnesses.iter_mut().enumerate() {
+            let hidden = hidden_in(&suppressed, measure);
+            let attacker = Attacker {
+                table,
+                relations: &per_measure[measure],
+                hidden: &hidden,
+                measure,
+            };
+            for direction in [
+                OptimizationDirection::Minimize,
+                OptimizationDirection::Maximize,
+            ] {
+                // Again with the targets still unsettled, while a round
+                // settles some: each solution pushes only some cells to the
+                // side asked for.
+                let mut settled_before = usize::MAX;
+                for _ in 0..JOINT_ROUNDS {
+                    let unsettled: Vec<usize> = pending
+                        .iter()
+                        .filter(|(m, cell)| {
+                            *m == measure
+                                && !side_settled(
+                                    witnessed,
+                                    table,
+                                    *m,
+                                    *cell,
+                                    direction,
+                                    protection_percent,
+                                )
+                        })
+                        .map(|(_, cell)| *cell)
+                        .collect();
+                    if unsettled.len() < 2 || unsettled.len() == settled_before {
+                        break;
+                    }
+                    settled_before = unsettled.len();
+                    if budget == 0 {
+                        suppressed.iter_mut().for_each(|s| *s = true);
+                        break 'pattern;
+                    }
+                    budget -= 1;
+                    attacker.solve(&unsettled, direction, Some(cap[measure]), Some(witnessed));
+                }
+            }
+        }
         // One pass over the targets still to check. Hiding more only widens
         // the attacker's ranges, so a target found protected stays so: only
         // those that were not are checked again, after the pass.
@@ -531,16 +727,53 @@ pub fn secondary_suppression(
             if cancellation.is_cancelled() {
                 return None;
             }
-            if budget < 2 {
-                suppressed.iter_mut().for_each(|s| *s = true);
-                break 'pattern;
-            }
-            budget -= 2;
             let relations = &per_measure[measure];
             let hidden = hidden_in(&suppressed, measure);
             let value = table.measures[measure][cell].unwrap_or(0.0);
-            let protected = attack(table, relations, &hidden, measure, cell)
-                .is_some_and(|range| is_protected(range, value, protection_percent));
+            let witnessed = &mut witnesses[measure];
+            // Each side is settled by the tables seen so far, or by its own
+            // linear program (whose solution is one more table seen).
+            let mut solvable = true;
+            for direction in [
+                OptimizationDirection::Minimize,
+                OptimizationDirection::Maximize,
+            ] {
+                let settled = side_settled(
+                    witnessed,
+                    table,
+                    measure,
+                    cell,
+                    direction,
+                    protection_percent,
+                );
+                if settled || !solvable {
+                    continue;
+                }
+                if budget == 0 {
+                    suppressed.iter_mut().for_each(|s| *s = true);
+                    break 'pattern;
+                }
+                budget -= 1;
+                let found = bound(
+                    table,
+                    relations,
+                    &hidden,
+                    measure,
+                    cell,
+                    direction,
+                    Some(witnessed),
+                );
+                match (direction, found) {
+                    (OptimizationDirection::Minimize, Some(low)) => witnessed.record(cell, low),
+                    (OptimizationDirection::Minimize, None) => solvable = false,
+                    // An unbounded maximum is the best protection there is.
+                    (OptimizationDirection::Maximize, found) => {
+                        witnessed.record(cell, found.unwrap_or(f64::INFINITY));
+                    }
+                }
+            }
+            let protected =
+                solvable && is_protected(witnessed.range(cell), value, protection_percent);
             if protected {
                 continue;
             }
