@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 /// The benchmark crate's folder, where the script and the environment live.
 fn crate_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
 /// The folder of the Python side.

@@ -59,7 +59,11 @@ pub fn test_data(persons: u64, seed: u64) -> TestData {
 /// A hand-made fixture of `tests/slt/fixtures/NAME/`: its `policy.toml`,
 /// and its tables as CSV files, written as Parquet into a temporary folder.
 pub async fn fixture_engine(name: &str) -> (Engine, tempfile::TempDir) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            std::path::PathBuf::from,
+        )
         .join("slt/fixtures")
         .join(name);
     let out = tempfile::tempdir().expect("temporary folder");

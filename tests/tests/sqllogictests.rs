@@ -21,7 +21,9 @@ fn main() -> ExitCode {
     let data = test_data(SLT_PERSONS, SLT_SEED);
     let engine = runtime.block_on(open_engine(data.path()));
 
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("slt");
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("slt");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("tests/slt")
         .flatten()
