@@ -32,6 +32,14 @@
 //! audit, not the heuristic, decides when the table is safe. When the audit
 //! cannot be completed within its budget, every cell of the table is
 //! suppressed rather than risk releasing a derivable one.
+//!
+//! The audit stays small on tables with many suppressed cells: each linear
+//! program covers only the part of the table linked to its cell (the
+//! relations between hidden cells), and every solution found is a table
+//! the attacker cannot rule out, which shows other cells' ranges too
+//! ([`Witnesses`]). Joint programs that push all unsettled cells down, then
+//! up, settle most of them; a cell gets its own programs only for a side
+//! that no solution seen so far reaches.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
