@@ -181,7 +181,7 @@ impl AggregateUDFImpl for ExactSum {
 pub(crate) struct Sum {
     /// The finite values' exact sum: non-overlapping partials, by increasing
     /// magnitude.
-    partials: Vec<f64>,
+    partials: Partials,
     /// The sum of the infinite and NaN values (and of overflowed partials):
     /// 0, an infinity or NaN. Adding these is exact and order-free.
     special: f64,
@@ -197,30 +197,11 @@ impl Sum {
             self.special += value;
             return;
         }
-        let mut x = value;
-        let mut kept = 0;
-        for j in 0..self.partials.len() {
-            let mut y = self.partials[j];
-            if x.abs() < y.abs() {
-                std::mem::swap(&mut x, &mut y);
-            }
-            let hi = x + y;
-            if !hi.is_finite() {
-                // Beyond f64: an infinite sum, as `sum` would give.
-                self.special += hi;
-                self.partials.clear();
-                return;
-            }
-            // `hi + lo` is exactly `x + y`.
-            let lo = y - (hi - x);
-            if lo != 0.0 {
-                self.partials[kept] = lo;
-                kept += 1;
-            }
-            x = hi;
+        if let Err(infinite) = self.partials.add(value) {
+            // Beyond f64: an infinite sum, as `sum` would give.
+            self.special += infinite;
+            self.partials.clear();
         }
-        self.partials.truncate(kept);
-        self.partials.push(x);
     }
 
     /// Adds another cell's sum (a partial state), exactly.
@@ -242,7 +223,7 @@ impl Sum {
             // An infinity, or NaN (NaN != 0 too).
             return Some(self.special);
         }
-        let partials = &self.partials;
+        let partials = self.partials.as_slice();
         let mut n = partials.len();
         let mut hi = 0.0;
         if n > 0 {
@@ -276,6 +257,93 @@ impl Sum {
     }
 }
 
+/// Non-overlapping partials, by increasing magnitude: the first two in
+/// place (most sums never need more, and a cell's sum then costs no
+/// allocation), all of them on the heap beyond.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Partials {
+    inline: [f64; 2],
+    len: usize,
+    /// Every partial, when there are more than two.
+    heap: Vec<f64>,
+}
+
+impl Partials {
+    fn as_slice(&self) -> &[f64] {
+        if self.len > 2 {
+            &self.heap
+        } else {
+            &self.inline[..self.len]
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn heap_capacity(&self) -> usize {
+        self.heap.capacity()
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.heap.clear();
+    }
+
+    /// Adds `x` exactly (Shewchuk's grow-expansion); the infinite sum when
+    /// it overflows.
+    fn add(&mut self, x: f64) -> Result<(), f64> {
+        if self.len > 2 {
+            self.heap.push(0.0);
+            let len = grow(&mut self.heap, self.len, x)?;
+            self.heap.truncate(len);
+            if len <= 2 {
+                self.inline[..len].copy_from_slice(&self.heap);
+                self.heap.clear();
+            }
+            self.len = len;
+            return Ok(());
+        }
+        let mut buffer = [self.inline[0], self.inline[1], 0.0];
+        let len = grow(&mut buffer, self.len, x)?;
+        if len > 2 {
+            self.heap.clear();
+            self.heap.extend_from_slice(&buffer);
+        } else {
+            self.inline = [buffer[0], buffer[1]];
+        }
+        self.len = len;
+        Ok(())
+    }
+}
+
+/// Adds `x` to the `len` partials at the start of `buffer` (which has room
+/// for one more), leaving the new partials there; their number, or the
+/// infinite sum when it overflows.
+fn grow(buffer: &mut [f64], len: usize, x: f64) -> Result<usize, f64> {
+    let mut x = x;
+    let mut kept = 0;
+    for j in 0..len {
+        let mut y = buffer[j];
+        if x.abs() < y.abs() {
+            std::mem::swap(&mut x, &mut y);
+        }
+        let hi = x + y;
+        if !hi.is_finite() {
+            return Err(hi);
+        }
+        // `hi + lo` is exactly `x + y`.
+        let lo = y - (hi - x);
+        if lo != 0.0 {
+            buffer[kept] = lo;
+            kept += 1;
+        }
+        x = hi;
+    }
+    buffer[kept] = x;
+    Ok(kept + 1)
+}
+
 /// The `Float64` values of an argument (coerced by DataFusion's analyzer).
 fn values_of(values: &[ArrayRef]) -> Result<&Float64Array> {
     match values
@@ -294,7 +362,7 @@ fn state_of<'a>(sums: impl IntoIterator<Item = &'a Sum>) -> Vec<ArrayRef> {
         .with_field(Field::new_list_field(DataType::Float64, false));
     let mut specials = Float64Builder::new();
     for sum in sums {
-        partials.values().append_slice(&sum.partials);
+        partials.values().append_slice(sum.partials.as_slice());
         partials.append(sum.seen);
         specials.append_value(sum.special);
     }
@@ -344,7 +412,7 @@ impl Accumulator for ExactSumAccumulator {
     }
 
     fn size(&self) -> usize {
-        size_of::<Self>() + self.sum.partials.capacity() * size_of::<f64>()
+        size_of::<Self>() + self.sum.partials.heap_capacity() * size_of::<f64>()
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
