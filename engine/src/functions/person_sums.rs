@@ -26,12 +26,12 @@
 //! The value is a struct:
 //!
 //! - `sum`: the sum of the clamped contributions, `Float64` for a
-//!   floating-point column (added exactly, as [`super::exact_sum`] does) and
+//!   floating-point column (added exactly, as [`exact_sum`](mod@super::exact_sum) does) and
 //!   `Int64` for an integer one (wrapping, as `sum` does); NULL for a cell
 //!   without values;
 //! - `top1` ... `topN`: the largest, second largest, ... contributions as
 //!   `Float64`, ties counted apart, NULL beyond the cell's persons (as
-//!   [`super::nth_largest`] gives them).
+//!   [`nth_largest`](mod@super::nth_largest) gives them).
 //!
 //! Clamping is the cells plan's, value for value: a contribution below the
 //! lower bound becomes the lower bound, above the upper bound the upper
