@@ -3,7 +3,7 @@
 
 use datafusion::logical_expr::Expr;
 
-use super::measures::MeasureKind;
+use super::measures::{MeasureKind, Value};
 
 /// What a release mechanism needs of each cell besides the user's values
 /// ([`crate::release::ReleaseMechanism::cells_needs`]).
@@ -39,6 +39,25 @@ pub struct MeasureLayout {
     /// True when a role that rounds rounds it: every value but
     /// `GROUPING(...)`, which names the cell's margin.
     pub rounded: bool,
+}
+
+/// The layouts of `values`: `contributor_of` gives, for each value, the
+/// position of its contributors' column after the persons' column at
+/// `persons`, if it has one.
+pub(super) fn measure_layouts(
+    values: &[Value],
+    contributor_of: &[Option<usize>],
+    persons: usize,
+) -> Vec<MeasureLayout> {
+    values
+        .iter()
+        .zip(contributor_of)
+        .map(|(value, condition)| MeasureLayout {
+            kind: value.kind(),
+            contributors: condition.map(|c| persons + 1 + c),
+            rounded: !value.is_structural(),
+        })
+        .collect()
 }
 
 /// The layout of a cells plan's output.

@@ -19,6 +19,7 @@
 //! finds from each cell's runs of persons (`person_runs`); the others are
 //! computed in one aggregate (`single_level`).
 
+mod exprs;
 mod layout;
 pub mod measures;
 mod per_person;

@@ -34,12 +34,13 @@ use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::expr::{AggregateFunction, GroupingSet, Sort};
 use datafusion::logical_expr::{
-    Aggregate, BinaryExpr, Cast, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Operator,
-    Projection, TryCast, col, lit, when,
+    Aggregate, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Operator, Projection,
+    TryCast, col, lit, when,
 };
 use seuil_policies::Role;
 
-use super::layout::{CellsLayout, CellsNeeds, DominanceColumns, MeasureLayout};
+use super::exprs::{average, binary, cast, with_function};
+use super::layout::{CellsLayout, CellsNeeds, DominanceColumns, measure_layouts};
 use super::measures::{Measure, OrderKind, Value};
 use super::single_level::contributor_conditions;
 use crate::error::place_of;
@@ -143,31 +144,6 @@ fn refuse_mixed(value: &Value) -> EngineError {
         )
         .at(place_of(&value.call)),
     )
-}
-
-fn binary(left: Expr, op: Operator, right: Expr) -> Expr {
-    Expr::BinaryExpr(BinaryExpr::new(Box::new(left), op, Box::new(right)))
-}
-
-fn cast(expr: Expr, data_type: DataType) -> Expr {
-    Expr::Cast(Cast::new(Box::new(expr), data_type))
-}
-
-/// The same call (filter included) with another aggregate function.
-fn with_function(
-    value: &Value,
-    udaf: Arc<datafusion::logical_expr::AggregateUDF>,
-    arguments: Vec<Expr>,
-    distinct: bool,
-) -> Expr {
-    Expr::AggregateFunction(AggregateFunction::new_udf(
-        udaf,
-        arguments,
-        distinct,
-        value.filter.clone().map(Box::new),
-        Vec::new(),
-        None,
-    ))
 }
 
 /// A count of the rows that `rows` keeps.
@@ -681,13 +657,9 @@ impl<'a> PerPersonPlan<'a> {
         for (i, final_) in self.finals.iter().enumerate() {
             let field = original_schema.field(first_value + i);
             let value = match final_ {
-                Final::Ratio(..) => binary(
-                    cast(named(format!("__seuil_sum_{i}")), DataType::Float64),
-                    Operator::Divide,
-                    datafusion::functions::core::expr_fn::nullif(
-                        cast(named(format!("__seuil_count_{i}")), DataType::Float64),
-                        lit(0.0),
-                    ),
+                Final::Ratio(..) => average(
+                    named(format!("__seuil_sum_{i}")),
+                    named(format!("__seuil_count_{i}")),
                 ),
                 _ => named(format!("__seuil_value_{i}")),
             };
@@ -718,16 +690,7 @@ impl<'a> PerPersonPlan<'a> {
                 largest: tops,
             });
         }
-        let measures = self
-            .values
-            .iter()
-            .zip(&self.contributor_of)
-            .map(|(value, condition)| MeasureLayout {
-                kind: value.kind(),
-                contributors: condition.map(|c| persons + 1 + c),
-                rounded: !value.is_structural(),
-            })
-            .collect();
+        let measures = measure_layouts(self.values, &self.contributor_of, persons);
         let projection = Projection::try_new(exprs, Arc::new(LogicalPlan::Aggregate(cells)))
             .map_err(plan_fault)?;
         let groups = self.distinct_groups.len();

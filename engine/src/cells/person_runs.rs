@@ -21,17 +21,16 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, DFSchemaRef};
-use datafusion::functions::core::expr_fn::{get_field, nullif};
+use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::count::count_udaf;
-use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
-    Aggregate, BinaryExpr, Cast, Expr, ExprSchemable, LogicalPlan, Operator, Projection, TryCast,
-    col, lit,
+    Aggregate, Expr, ExprSchemable, LogicalPlan, Projection, TryCast, col,
 };
 
-use super::layout::{CellsLayout, CellsNeeds, DominanceColumns, MeasureLayout};
+use super::exprs::{average, cast, with_function};
+use super::layout::{CellsLayout, CellsNeeds, DominanceColumns, measure_layouts};
 use super::measures::{Measure, Value};
-use super::single_level::{contributor_conditions, persons_of};
+use super::single_level::{contributor_conditions, persons_and_contributors};
 use crate::error::{EngineError, plan_fault};
 use crate::functions::person_sums::{SUM_FIELD, person_sums, top_field};
 use crate::lineage::{PERSONS_COLUMN, PersonLineage, output_column};
@@ -82,22 +81,6 @@ pub(super) fn serves(
             | Measure::Sum { .. }
             | Measure::Avg { .. } => true,
         })
-}
-
-fn binary(left: Expr, op: Operator, right: Expr) -> Expr {
-    Expr::BinaryExpr(BinaryExpr::new(Box::new(left), op, Box::new(right)))
-}
-
-fn cast(expr: Expr, data_type: DataType) -> Expr {
-    Expr::Cast(Cast::new(Box::new(expr), data_type))
-}
-
-/// The call's expression without its output name.
-fn unnamed(call: &Expr) -> Expr {
-    match call {
-        Expr::Alias(alias) => (*alias.expr).clone(),
-        other => other.clone(),
-    }
 }
 
 /// How one user value is read from the cells aggregate.
@@ -153,33 +136,23 @@ pub(super) fn cells_plan(
                 let count = format!("__seuil_count_{i}");
                 aggregates.push(clamped(argument, *bounds).alias(&sums));
                 aggregates.push(
-                    Expr::AggregateFunction(AggregateFunction::new_udf(
-                        count_udaf(),
-                        vec![argument.clone()],
-                        false,
-                        value.filter.clone().map(Box::new),
-                        Vec::new(),
-                        None,
-                    ))
-                    .alias(&count),
+                    with_function(value, count_udaf(), vec![argument.clone()], false).alias(&count),
                 );
                 sensitive.push((i, sums.clone()));
                 reads.push(Read::Average { sums, count });
             }
             _ => {
                 let name = format!("__seuil_value_{i}");
-                aggregates.push(unnamed(&value.call).alias(&name));
+                aggregates.push(value.call.clone().unalias().alias(&name));
                 reads.push(Read::Plain(name));
             }
         }
     }
-    aggregates.push(persons_of(person.clone(), needs.persons_up_to, None).alias(PERSONS_COLUMN));
-    for (c, rows) in conditions.iter().enumerate() {
-        aggregates.push(
-            persons_of(person.clone(), needs.persons_up_to, Some(rows.clone()))
-                .alias(format!("__seuil_contributors_{c}")),
-        );
-    }
+    aggregates.extend(persons_and_contributors(
+        &person,
+        needs.persons_up_to,
+        &conditions,
+    ));
     let cells = Aggregate::try_new(Arc::new(input), group_expr, aggregates).map_err(plan_fault)?;
     let cells_schema = Arc::clone(&cells.schema);
     let group_len = cells.group_expr.len();
@@ -193,11 +166,7 @@ pub(super) fn cells_plan(
         let field = original_schema.field(first_value + i);
         let value = match read {
             Read::Sum(name) => sum_of(name),
-            Read::Average { sums, count } => binary(
-                cast(sum_of(sums), DataType::Float64),
-                Operator::Divide,
-                nullif(cast(named(count), DataType::Float64), lit(0.0)),
-            ),
+            Read::Average { sums, count } => average(sum_of(sums), named(count)),
             Read::Plain(name) => named(name),
         };
         exprs.push(
@@ -229,15 +198,7 @@ pub(super) fn cells_plan(
             largest,
         });
     }
-    let measures = values
-        .iter()
-        .zip(&contributor_of)
-        .map(|(value, condition)| MeasureLayout {
-            kind: value.kind(),
-            contributors: condition.map(|c| persons + 1 + c),
-            rounded: !value.is_structural(),
-        })
-        .collect();
+    let measures = measure_layouts(values, &contributor_of, persons);
     let projection =
         Projection::try_new(exprs, Arc::new(LogicalPlan::Aggregate(cells))).map_err(plan_fault)?;
     Ok((

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, col};
 
-use super::layout::{CellsLayout, CellsNeeds, MeasureLayout, grouping_info};
+use super::layout::{CellsLayout, CellsNeeds, grouping_info, measure_layouts};
 use super::measures::Value;
 use crate::error::{EngineError, plan_fault};
 use crate::functions::persons_up_to;
@@ -22,6 +22,19 @@ pub(super) fn persons_of(person: Expr, k: u32, rows: Option<Expr>) -> Expr {
         }
         (call, _) => call,
     }
+}
+
+/// The persons of each cell and the contributors of each condition of
+/// `conditions`, counted up to `k`, named as the release step reads them.
+pub(super) fn persons_and_contributors(person: &Expr, k: u32, conditions: &[Expr]) -> Vec<Expr> {
+    let mut columns = vec![persons_of(person.clone(), k, None).alias(PERSONS_COLUMN)];
+    for (i, rows) in conditions.iter().enumerate() {
+        columns.push(
+            persons_of(person.clone(), k, Some(rows.clone()))
+                .alias(format!("__seuil_contributors_{i}")),
+        );
+    }
+    columns
 }
 
 /// The contributor columns of `values`: for each value, the position of its
@@ -59,27 +72,17 @@ pub(super) fn cells_plan(
     let (conditions, positions) = contributor_conditions(values, &input);
     let person = col(lineage.person.clone());
     let mut cells_aggr: Vec<Expr> = values.iter().map(|v| v.call.clone()).collect();
-    cells_aggr.push(persons_of(person.clone(), needs.persons_up_to, None).alias(PERSONS_COLUMN));
-    for (i, rows) in conditions.into_iter().enumerate() {
-        cells_aggr.push(
-            persons_of(person.clone(), needs.persons_up_to, Some(rows))
-                .alias(format!("__seuil_contributors_{i}")),
-        );
-    }
+    cells_aggr.extend(persons_and_contributors(
+        &person,
+        needs.persons_up_to,
+        &conditions,
+    ));
     let cells = Aggregate::try_new(Arc::new(input), group_expr, cells_aggr).map_err(plan_fault)?;
     let group_columns = cells.group_expr_len().map_err(plan_fault)?;
     let grouping = grouping_info(&cells.group_expr, group_columns);
     let output_columns = group_columns + values.len();
     let persons = output_columns;
-    let measures = values
-        .iter()
-        .zip(positions)
-        .map(|(value, position)| MeasureLayout {
-            kind: value.kind(),
-            contributors: position.map(|p| persons + 1 + p),
-            rounded: !value.is_structural(),
-        })
-        .collect();
+    let measures = measure_layouts(values, &positions, persons);
     Ok((
         LogicalPlan::Aggregate(cells),
         CellsLayout {
