@@ -123,13 +123,14 @@ impl PersonSums {
     pub fn largest(&self) -> usize {
         self.largest
     }
+}
 
-    fn struct_fields(&self, sum_type: &DataType) -> Fields {
-        let mut fields = vec![Field::new(SUM_FIELD, sum_type.clone(), true)];
-        fields
-            .extend((1..=self.largest).map(|r| Field::new(top_field(r), DataType::Float64, true)));
-        Fields::from(fields)
-    }
+/// The fields of the function's struct: the sum, then the largest
+/// contributions.
+fn struct_fields(sum_type: &DataType, largest: usize) -> Fields {
+    let mut fields = vec![Field::new(SUM_FIELD, sum_type.clone(), true)];
+    fields.extend((1..=largest).map(|r| Field::new(top_field(r), DataType::Float64, true)));
+    Fields::from(fields)
 }
 
 /// The bounds of a call: its third and fourth arguments, `Float64` literals.
@@ -188,7 +189,7 @@ impl AggregateUDFImpl for PersonSums {
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         match arg_types.get(1) {
             Some(sum_type @ (DataType::Int64 | DataType::Float64)) => {
-                Ok(DataType::Struct(self.struct_fields(sum_type)))
+                Ok(DataType::Struct(struct_fields(sum_type, self.largest)))
             }
             _ => plan_err!("seuil_person_sums sums Int64 or Float64 values"),
         }
@@ -691,17 +692,19 @@ fn for_each_state<T: Contribution>(
 /// The struct values of finished cells.
 fn struct_of<T: Contribution>(finished: Vec<(Option<T>, Vec<f64>)>, largest: usize) -> ArrayRef {
     let sums: PrimitiveArray<T::Arrow> = finished.iter().map(|(sum, _)| *sum).collect();
-    let mut fields = vec![Field::new(SUM_FIELD, T::data_type(), true)];
     let mut columns: Vec<ArrayRef> = vec![Arc::new(sums)];
     for rank in 1..=largest {
-        fields.push(Field::new(top_field(rank), DataType::Float64, true));
         let top: Float64Array = finished
             .iter()
             .map(|(_, top)| top.get(rank - 1).copied())
             .collect();
         columns.push(Arc::new(top));
     }
-    Arc::new(StructArray::new(Fields::from(fields), columns, None))
+    Arc::new(StructArray::new(
+        struct_fields(&T::data_type(), largest),
+        columns,
+        None,
+    ))
 }
 
 fn kept(row: usize, persons: &UInt32Array, filter: Option<&BooleanArray>) -> bool {
