@@ -39,7 +39,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::interleave;
 use datafusion::arrow::datatypes::{DataType, UInt32Type};
 use datafusion::catalog::TableProvider;
@@ -405,57 +405,57 @@ async fn write_sorted_by_person(
         .map_err(|_| EngineError::internal("a keyed table without its person number"))?;
     // (batch, row) of every row, by person: the rows are taken from the
     // batches where they are, without concatenating them first.
-    let mut order: Vec<(usize, usize)> = Vec::new();
-    // Each row's bucket: its person number, rows without one after all.
-    let mut buckets: Vec<usize> = Vec::new();
-    for (b, batch) in batches.iter().enumerate() {
-        let persons = batch
-            .column(position)
-            .as_primitive_opt::<UInt32Type>()
-            .ok_or_else(|| EngineError::internal("a person number that is not a UInt32"))?;
-        for row in 0..batch.num_rows() {
-            order.push((b, row));
-            buckets.push(if persons.is_null(row) {
-                usize::MAX
-            } else {
-                persons.values()[row] as usize
-            });
-        }
-    }
-    let count =
-        u32::try_from(order.len()).map_err(|_| cannot(&"more than 4 billion rows in one table"))?;
-    // Person numbers are dense (1 to the number of persons): a counting
-    // sort, stable and linear.
-    let last = buckets
+    let persons = batches
         .iter()
-        .copied()
-        .filter(|b| *b != usize::MAX)
+        .map(|batch| {
+            batch
+                .column(position)
+                .as_primitive_opt::<UInt32Type>()
+                .ok_or_else(|| EngineError::internal("a person number that is not a UInt32"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let count = u32::try_from(persons.iter().map(|p| p.len()).sum::<usize>())
+        .map_err(|_| cannot(&"more than 4 billion rows in one table"))?;
+    // Person numbers are dense (1 to the number of persons): a counting
+    // sort, stable and linear. A row's bucket is its person number; rows
+    // without one come after all.
+    let last = persons
+        .iter()
+        .flat_map(|p| p.iter().flatten())
         .max()
-        .unwrap_or(0);
-    let nulls = last + 1;
-    let mut starts = vec![0usize; last + 3];
-    for bucket in buckets.iter_mut() {
-        if *bucket == usize::MAX {
-            *bucket = nulls;
+        .map_or(0, |n| n as usize);
+    let bucket = |persons: &UInt32Array, row: usize| {
+        if persons.is_null(row) {
+            last + 1
+        } else {
+            persons.values()[row] as usize
         }
-        starts[*bucket + 1] += 1;
+    };
+    let mut starts = vec![0usize; last + 3];
+    for p in &persons {
+        for row in 0..p.len() {
+            starts[bucket(p, row) + 1] += 1;
+        }
     }
     for i in 1..starts.len() {
         starts[i] += starts[i - 1];
     }
-    let mut ranked = vec![0u32; order.len()];
-    for (i, bucket) in buckets.iter().enumerate() {
-        ranked[starts[*bucket]] = i as u32;
-        starts[*bucket] += 1;
+    // (batch, row) of every row, by person.
+    let mut ranked = vec![(0u32, 0u32); count as usize];
+    for (b, p) in persons.iter().enumerate() {
+        for row in 0..p.len() {
+            let at = &mut starts[bucket(p, row)];
+            ranked[*at] = (b as u32, row as u32);
+            *at += 1;
+        }
     }
-    drop(buckets);
     let file = fs::File::create(path).map_err(|e| setup(path, "create", &e))?;
     let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(writer_properties()?))
         .map_err(|e| cannot(&e))?;
     let mut chosen: Vec<(usize, usize)> = Vec::with_capacity(ROW_GROUP_ROWS);
     for chunk in ranked.chunks(ROW_GROUP_ROWS) {
         chosen.clear();
-        chosen.extend(chunk.iter().map(|&i| order[i as usize]));
+        chosen.extend(chunk.iter().map(|&(b, row)| (b as usize, row as usize)));
         let columns = (0..schema.fields().len())
             .map(|c| {
                 let sources: Vec<&dyn Array> =
