@@ -308,17 +308,32 @@ pub fn combined_lineage(
     match (left, right) {
         (None, None) => None,
         (Some(one), None) | (None, Some(one)) => Some(one.clone()),
-        (Some(l), Some(r)) => Some(PersonLineage {
-            person: l.person.clone(),
-            keys: Vec::new(),
-            identifiers: l.identifiers.union(&r.identifiers).cloned().collect(),
-            sensitive: l
-                .sensitive
-                .iter()
-                .chain(r.sensitive.iter())
-                .map(|(c, b)| (c.clone(), *b))
-                .collect(),
-        }),
+        (Some(l), Some(r)) => Some(joined_lineage(l, r, l.person.clone(), Vec::new())),
+    }
+}
+
+/// The lineage of rows that join two private sides: their person and keys
+/// as given, the identifiers and sensitive columns of both.
+fn joined_lineage(
+    left: &PersonLineage,
+    right: &PersonLineage,
+    person: Column,
+    keys: Vec<Vec<Column>>,
+) -> PersonLineage {
+    PersonLineage {
+        person,
+        keys,
+        identifiers: left
+            .identifiers
+            .union(&right.identifiers)
+            .cloned()
+            .collect(),
+        sensitive: left
+            .sensitive
+            .iter()
+            .chain(right.sensitive.iter())
+            .map(|(c, b)| (c.clone(), *b))
+            .collect(),
     }
 }
 
@@ -353,21 +368,7 @@ pub fn one_person_after_join(
     keys.push(vec![person.clone()]);
     Ok(Node {
         plan: LogicalPlan::Projection(projection),
-        privacy: Privacy::Private(Box::new(PersonLineage {
-            person,
-            keys,
-            identifiers: left
-                .identifiers
-                .union(&right.identifiers)
-                .cloned()
-                .collect(),
-            sensitive: left
-                .sensitive
-                .iter()
-                .chain(right.sensitive.iter())
-                .map(|(c, b)| (c.clone(), *b))
-                .collect(),
-        })),
+        privacy: Privacy::Private(Box::new(joined_lineage(left, right, person, keys))),
     })
 }
 
