@@ -92,6 +92,7 @@ pub mod cells;
 pub mod error;
 mod explain;
 pub mod functions;
+pub mod grouping_set_properties;
 mod hints;
 pub mod limits;
 pub mod lineage;

@@ -5,12 +5,15 @@
 
 use std::sync::Arc;
 
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::EngineError;
 use crate::functions;
+use crate::grouping_set_properties::GroupingSetOutputRule;
 use crate::options::EngineOptions;
 
 /// The DataFusion settings every seuil session uses.
@@ -46,7 +49,20 @@ pub fn runtime(options: &EngineOptions) -> Result<Arc<RuntimeEnv>, EngineError> 
 
 /// A session with seuil's settings and functions, on `runtime`.
 pub fn context(options: &EngineOptions, runtime: Arc<RuntimeEnv>) -> SessionContext {
-    let ctx = SessionContext::new_with_config_rt(session_config(options), runtime);
+    // DataFusion's physical optimizer rules, after seuil's correction of
+    // what grouping sets' outputs claim (it must come first, so that every
+    // rule after it plans with true properties).
+    let mut rules: Vec<
+        Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>,
+    > = vec![Arc::new(GroupingSetOutputRule)];
+    rules.extend(PhysicalOptimizer::new().rules);
+    let state = SessionStateBuilder::new()
+        .with_config(session_config(options))
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rules(rules)
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     functions::register(&ctx);
     ctx
 }
@@ -54,7 +70,6 @@ pub fn context(options: &EngineOptions, runtime: Arc<RuntimeEnv>) -> SessionCont
 /// A session with seuil's settings and functions, on a runtime of its own
 /// (for work outside queries: opening data, building the person index).
 pub fn standalone_context(options: &EngineOptions) -> SessionContext {
-    let ctx = SessionContext::new_with_config(session_config(options));
-    functions::register(&ctx);
-    ctx
+    let runtime = Arc::new(RuntimeEnv::default());
+    context(options, runtime)
 }
