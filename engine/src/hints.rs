@@ -82,6 +82,7 @@ mod tests {
                     ("ben_res_dpt".to_string(), ColumnType::Text),
                 ],
             )]),
+            share: false,
         };
         let example = aggregate_example(&policy, &data);
         assert!(example.contains("ben_res_dpt"), "{example}");

@@ -91,6 +91,7 @@ pub mod catalog;
 pub mod cells;
 pub mod error;
 mod explain;
+pub mod federation;
 pub mod functions;
 pub mod grouping_set_properties;
 mod hints;
@@ -232,6 +233,9 @@ struct EngineInner {
     data: DataCatalog,
     roles: BTreeMap<String, RoleRuntime>,
     options: EngineOptions,
+    /// The session in which plans received from a coordinator run (on a
+    /// data node): no role's catalog, only the data's own tables.
+    plans: SessionContext,
 }
 
 /// The query engine over one policy and one data folder. Cheap to clone.
@@ -241,6 +245,9 @@ pub struct Engine {
     /// Where this engine's queries are audited ([`audit`]); `None` for an
     /// engine that tests and tools use on their own.
     audit: Option<Arc<dyn AuditSink>>,
+    /// Who runs the cells plans of tables held by data nodes, on a
+    /// coordinator ([`federation`]).
+    cells_runner: Option<Arc<dyn federation::CellsRunner>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -263,6 +270,20 @@ impl Engine {
         options: EngineOptions,
     ) -> Result<(Engine, Diagnostics), EngineError> {
         let data = DataCatalog::open(data_dir, &options).await?;
+        let (policy, warnings) = seuil_policies::load(policy, Some(&data.data_schema()))
+            .map_err(|e| EngineError::Setup(e.to_string()))?;
+        Ok((Engine::open(policy, data, options).await?, warnings))
+    }
+
+    /// [`Engine::open_files`] for a data node, whose folder holds its share
+    /// of a deployment's tables: the policy's other tables are held by
+    /// other nodes. The tables here must match the policy.
+    pub async fn open_share(
+        policy: &PolicySource,
+        data_dir: &Path,
+        options: EngineOptions,
+    ) -> Result<(Engine, Diagnostics), EngineError> {
+        let data = DataCatalog::open(data_dir, &options).await?.as_share();
         let (policy, warnings) = seuil_policies::load(policy, Some(&data.data_schema()))
             .map_err(|e| EngineError::Setup(e.to_string()))?;
         Ok((Engine::open(policy, data, options).await?, warnings))
@@ -324,15 +345,40 @@ impl Engine {
             let row_filters = rules::scopes::parse_row_filters(&ctx, role, &data)?;
             roles.insert(role.name.clone(), RoleRuntime { ctx, row_filters });
         }
+        let plans = session::context(&options, runtime);
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 policy,
                 data,
                 roles,
                 options,
+                plans,
             }),
             audit: None,
+            cells_runner: None,
         })
+    }
+
+    /// The same engine, as a coordinator: the cells plans of tables its
+    /// catalog reads on data nodes ([`federation::coordinator_catalog`])
+    /// are sent to them through `runner`.
+    pub fn with_cells_runner(mut self, runner: Arc<dyn federation::CellsRunner>) -> Engine {
+        self.cells_runner = Some(runner);
+        self
+    }
+
+    /// Runs a cells plan a coordinator sent (on a data node): decodes it
+    /// against this engine's own tables, checks that it lets out cells only
+    /// ([`federation::check_egress`]), and streams its cells. A plan that
+    /// fails the check is refused before anything is read.
+    pub async fn run_cells_plan(
+        &self,
+        plan: &[u8],
+    ) -> Result<SendableRecordBatchStream, EngineError> {
+        let ctx = &self.inner.plans;
+        let plan = federation::decode_cells_plan(plan, &self.inner.data, &ctx.task_ctx())?;
+        federation::check_egress(&plan, &self.inner.policy, &self.inner.data)?;
+        query::stream(ctx, plan).await
     }
 
     /// The same engine, auditing every query it checks or runs to `sink`:
@@ -519,7 +565,8 @@ impl Engine {
         // On disk before the engine runs: a query that brings the process
         // down leaves this line.
         self.audit(started.clone()).await?;
-        match within(deadline, self.run(user, sql, params)).await {
+        let query_id = started.query_id.clone().unwrap_or_default();
+        match within(deadline, self.run(user, sql, params, &query_id)).await {
             Ok(result) => {
                 let ended = started
                     .next(Outcome::Ok)
@@ -538,6 +585,7 @@ impl Engine {
         user: &User,
         sql: &str,
         params: Vec<ScalarValue>,
+        query_id: &str,
     ) -> Result<QueryResult, EngineError> {
         let started = Instant::now();
         let (setup, rewritten) = self.rewrite(user, sql, &params).await?;
@@ -545,7 +593,9 @@ impl Engine {
             planning: started.elapsed(),
             ..QueryTimings::default()
         };
-        let report = self.release(&setup, &rewritten, &mut timings).await?;
+        let report = self
+            .release(&setup, &rewritten, &mut timings, query_id)
+            .await?;
         let runtime = setup.runtime;
         let rewritten_plan = rewritten.plan.display_indent().to_string();
         let stream = query::stream(&runtime.ctx, rewritten.plan).await?;
@@ -579,6 +629,7 @@ impl Engine {
         setup: &RoleSetup<'_>,
         rewritten: &rewrite::RewrittenQuery,
         timings: &mut QueryTimings,
+        query_id: &str,
     ) -> Result<ReleaseReport, EngineError> {
         let mut report = ReleaseReport::new(&self.inner.policy, setup.role);
         let groups = release::release_groups(&rewritten.releases)?;
@@ -588,14 +639,7 @@ impl Engine {
             rewritten.releases.iter().map(|_| None).collect();
         for (i, step) in rewritten.releases.iter().enumerate() {
             let computing = Instant::now();
-            computed[i] = Some(
-                query::collect(
-                    &setup.runtime.ctx,
-                    step.cells.clone(),
-                    self.inner.options.max_cells,
-                )
-                .await?,
-            );
+            computed[i] = Some(self.cells(setup, step, query_id, &cancellation).await?);
             timings.computing_cells += computing.elapsed();
             // A group of aggregates over the same rows is released once its
             // last member is computed, so that their margins are protected
@@ -632,6 +676,33 @@ impl Engine {
             }
         }
         Ok(report)
+    }
+
+    /// The cells of one released aggregate: computed here, or on the data
+    /// node that holds its tables.
+    async fn cells(
+        &self,
+        setup: &RoleSetup<'_>,
+        step: &ReleaseStep,
+        query_id: &str,
+        cancellation: &Cancellation,
+    ) -> Result<Vec<RecordBatch>, EngineError> {
+        let max_cells = self.inner.options.max_cells;
+        let data = &self.inner.data;
+        let Some(node) = federation::nodes::node_of(&step.cells, data, &self.inner.policy)? else {
+            return query::collect(&setup.runtime.ctx, step.cells.clone(), max_cells).await;
+        };
+        let Some(runner) = &self.cells_runner else {
+            return Err(EngineError::Setup(format!(
+                "the query reads tables of data node {node}, and this engine reaches no node"
+            )));
+        };
+        let plan = federation::encode_cells_plan(&step.cells, data)?;
+        let cells = runner.run(&node, query_id, plan, cancellation).await?;
+        if cells.iter().map(RecordBatch::num_rows).sum::<usize>() > max_cells {
+            return Err(query::too_many_cells(max_cells));
+        }
+        Ok(cells)
     }
 
     /// Shows how a query is rewritten, without running it.

@@ -36,6 +36,10 @@ pub struct DataSchema {
     pub location: String,
     /// Columns of each table.
     pub tables: BTreeMap<String, Vec<(String, ColumnType)>>,
+    /// True for one data node's share of a deployment's data: a table of
+    /// the policy that is not here is held by another node, not an error.
+    /// The tables that are here must still match the policy.
+    pub share: bool,
 }
 
 impl DataSchema {

@@ -735,6 +735,9 @@ impl Visitor for IdentifierCollector {
 fn check_against_data(raw: &RawPolicy, data: &DataSchema, out: &mut Diagnostics) {
     for (name, table) in &raw.tables {
         let Some(data_columns) = data.tables.get(name.value()) else {
+            if data.share {
+                continue;
+            }
             out.error(
                 name.at(),
                 format!(

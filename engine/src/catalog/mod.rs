@@ -32,6 +32,10 @@ pub struct DataCatalog {
     files: BTreeMap<String, PathBuf>,
     /// The private tables keyed by person, when an index is attached.
     person_index: Option<Arc<PersonIndex>>,
+    /// True for one data node's share of a deployment's tables (or a
+    /// coordinator's view of some nodes): tables of the policy that are not
+    /// here are held elsewhere.
+    share: bool,
 }
 
 impl DataCatalog {
@@ -86,6 +90,7 @@ impl DataCatalog {
             tables,
             files,
             person_index: None,
+            share: false,
         })
     }
 
@@ -99,7 +104,22 @@ impl DataCatalog {
             tables,
             files: BTreeMap::new(),
             person_index: None,
+            share: false,
         }
+    }
+
+    /// The same tables, as a share of a deployment's tables: the policy's
+    /// tables that are not here are held by other nodes.
+    pub fn as_share(self) -> Self {
+        Self {
+            share: true,
+            ..self
+        }
+    }
+
+    /// Whether these tables are a share of a deployment's tables.
+    pub fn is_share(&self) -> bool {
+        self.share
     }
 
     /// The same tables with a person index attached: scans of private tables
@@ -140,6 +160,7 @@ impl DataCatalog {
     pub fn data_schema(&self) -> DataSchema {
         DataSchema {
             location: self.location.display().to_string(),
+            share: self.share,
             tables: self
                 .tables
                 .iter()

@@ -111,6 +111,9 @@ impl Default for PersonSums {
 }
 
 impl PersonSums {
+    /// The function's name in plans.
+    pub const NAME: &'static str = "seuil_person_sums";
+
     /// The function giving the `largest` largest contributions.
     pub fn new(largest: usize) -> Self {
         Self {
@@ -158,7 +161,7 @@ fn sums_integers(args: &AccumulatorArgs) -> bool {
 
 impl AggregateUDFImpl for PersonSums {
     fn name(&self) -> &str {
-        "seuil_person_sums"
+        Self::NAME
     }
 
     fn signature(&self) -> &Signature {

@@ -81,6 +81,10 @@ pub fn register_scoped_tables(
 ) -> Result<(), EngineError> {
     for (table, scope) in &role.tables {
         let Some(raw) = data.schema(table) else {
+            // Held by another data node: queries here cannot name it.
+            if data.is_share() {
+                continue;
+            }
             return Err(EngineError::Setup(format!(
                 "role {} is given table {table}, which is not in the data",
                 role.name

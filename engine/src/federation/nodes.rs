@@ -1,0 +1,254 @@
+//! The coordinator's view of its data nodes: what each node says it holds
+//! ([`NodeCatalog`]), tables that stand for a node's tables in planning
+//! ([`RemoteTable`]), and the node each cells plan runs on.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::default_table_source::source_as_provider;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::plan_err;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_plan::ExecutionPlan;
+use serde::{Deserialize, Serialize};
+use seuil_policies::{Policy, TableKind};
+
+use crate::cancellation::Cancellation;
+use crate::catalog::{DataCatalog, IndexOpening, PersonIndex};
+use crate::error::EngineError;
+
+/// One table a node holds, as it describes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeTable {
+    /// The data table's name.
+    pub name: String,
+    /// True for its keyed copy in the node's person index.
+    pub keyed: bool,
+    /// Its Arrow schema, as an Arrow IPC stream of no batches.
+    pub schema: Vec<u8>,
+}
+
+/// What a node answers to a catalog request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeCatalog {
+    /// The digest of the policy's person paths its person index was built
+    /// for, if it has one.
+    pub lineage: Option<String>,
+    /// Its tables and keyed copies.
+    pub tables: Vec<NodeTable>,
+}
+
+fn schema_bytes(schema: &Schema) -> Result<Vec<u8>, EngineError> {
+    let mut bytes = Vec::new();
+    let mut writer = StreamWriter::try_new(&mut bytes, schema)
+        .map_err(|e| EngineError::internal(format!("writing a schema: {e}")))?;
+    writer
+        .finish()
+        .map_err(|e| EngineError::internal(format!("writing a schema: {e}")))?;
+    drop(writer);
+    Ok(bytes)
+}
+
+fn schema_from_bytes(bytes: &[u8]) -> Result<SchemaRef, EngineError> {
+    StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map(|reader| reader.schema())
+        .map_err(|_| EngineError::Setup("a data node described a table unreadably".into()))
+}
+
+impl NodeCatalog {
+    /// What a node over `data` holds.
+    pub fn of(data: &DataCatalog) -> Result<Self, EngineError> {
+        let mut tables = Vec::new();
+        for (name, table) in data.tables() {
+            tables.push(NodeTable {
+                name: name.clone(),
+                keyed: false,
+                schema: schema_bytes(&table.schema())?,
+            });
+        }
+        if let Some(index) = data.person_index() {
+            for (name, table) in &index.tables {
+                tables.push(NodeTable {
+                    name: name.clone(),
+                    keyed: true,
+                    schema: schema_bytes(&table.schema())?,
+                });
+            }
+        }
+        Ok(Self {
+            lineage: data.person_index().map(|i| i.lineage.clone()),
+            tables,
+        })
+    }
+}
+
+/// A table of a data node, in the coordinator's catalog: planning reads its
+/// schema; only its node can scan it.
+#[derive(Debug)]
+pub struct RemoteTable {
+    node: String,
+    schema: SchemaRef,
+}
+
+impl RemoteTable {
+    /// The node that holds the table.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+}
+
+#[async_trait]
+impl TableProvider for RemoteTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        plan_err!("this table is read on data node {}", self.node)
+    }
+}
+
+/// The coordinator's catalog over its nodes' tables: each table is read on
+/// the node that holds it, keyed copies included. A table two nodes hold
+/// (a table split by rows) is for a later version and refused here.
+pub fn coordinator_catalog(nodes: &[(String, NodeCatalog)]) -> Result<DataCatalog, EngineError> {
+    let mut tables: BTreeMap<String, Arc<dyn TableProvider>> = BTreeMap::new();
+    let mut keyed: BTreeMap<String, Arc<dyn TableProvider>> = BTreeMap::new();
+    let mut holders: BTreeMap<(String, bool), String> = BTreeMap::new();
+    let mut lineage: Option<String> = None;
+    for (node, catalog) in nodes {
+        for table in &catalog.tables {
+            if let Some(other) = holders.insert((table.name.clone(), table.keyed), node.clone()) {
+                // Public code lists may be on every node: any copy serves.
+                if table.keyed {
+                    return Err(EngineError::Setup(format!(
+                        "data nodes {other} and {node} both hold persons of table {}; tables split across nodes are not served yet",
+                        table.name
+                    )));
+                }
+            }
+            let provider: Arc<dyn TableProvider> = Arc::new(RemoteTable {
+                node: node.clone(),
+                schema: schema_from_bytes(&table.schema)?,
+            });
+            let into = if table.keyed { &mut keyed } else { &mut tables };
+            into.entry(table.name.clone()).or_insert(provider);
+        }
+        if let Some(digest) = &catalog.lineage {
+            match &lineage {
+                Some(existing) if existing != digest => {
+                    return Err(EngineError::Setup(format!(
+                        "data node {node}'s person index was built for other person paths than another node's"
+                    )));
+                }
+                _ => lineage = Some(digest.clone()),
+            }
+        }
+    }
+    let location = PathBuf::from(format!(
+        "nodes:{}",
+        nodes
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
+    let data = DataCatalog::from_tables(location.clone(), tables).as_share();
+    Ok(match lineage {
+        Some(lineage) if !keyed.is_empty() => data.with_person_index(PersonIndex {
+            folder: location,
+            lineage,
+            tables: keyed,
+            opening: IndexOpening::Reused,
+        }),
+        _ => data,
+    })
+}
+
+/// The node a cells plan runs on: `None` when it reads local tables only,
+/// the node's name when it reads one node's tables (and public code lists,
+/// which every node may hold), an error naming the nodes when it needs
+/// private tables of several.
+pub fn node_of(
+    plan: &LogicalPlan,
+    data: &DataCatalog,
+    policy: &Policy,
+) -> Result<Option<String>, EngineError> {
+    let mut private_nodes: Vec<String> = Vec::new();
+    let mut any_nodes: Vec<String> = Vec::new();
+    let mut local = false;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = source_as_provider(&scan.source)
+        {
+            match provider.downcast_ref::<RemoteTable>() {
+                Some(remote) => {
+                    let public = super::codec::identify(data, &provider).is_some_and(|identity| {
+                        !identity.keyed
+                            && policy
+                                .table(&identity.table)
+                                .is_some_and(|t| t.kind == TableKind::Public)
+                    });
+                    let list = if public {
+                        &mut any_nodes
+                    } else {
+                        &mut private_nodes
+                    };
+                    if !list.contains(&remote.node) {
+                        list.push(remote.node.clone());
+                    }
+                }
+                None => local = true,
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|_| EngineError::internal("reading a cells plan's tables"))?;
+    match (private_nodes.as_slice(), local) {
+        ([], false) => Ok(any_nodes.first().cloned()),
+        ([], true) => Ok(None),
+        ([node], false) => Ok(Some(node.clone())),
+        (nodes, _) => {
+            let mut names: Vec<String> = nodes.to_vec();
+            if local {
+                names.push("this server".into());
+            }
+            Err(EngineError::InvalidQuery(format!(
+                "the query needs private tables of {}: a query over several data nodes' persons is not served yet",
+                names.join(" and ")
+            )))
+        }
+    }
+}
+
+/// Runs cells plans on data nodes: the server's Flight client.
+#[async_trait]
+pub trait CellsRunner: Send + Sync + std::fmt::Debug {
+    /// Runs `plan` (encoded by [`super::encode_cells_plan`]) on `node` for
+    /// query `query_id`, and returns its cells; stops when `cancel` fires.
+    async fn run(
+        &self,
+        node: &str,
+        query_id: &str,
+        plan: Vec<u8>,
+        cancel: &Cancellation,
+    ) -> Result<Vec<RecordBatch>, EngineError>;
+}

@@ -1,0 +1,244 @@
+//! A coordinator over a data node, in one process: the coordinator's engine
+//! reads the node's tables through its catalog (`federation::NodeCatalog`),
+//! sends each cells plan as bytes, and the node's engine decodes, checks
+//! and runs it. The released cells and reports must be the ones an engine
+//! over the whole data folder gives; plans that would let out rows or
+//! identifiers must be refused by the node.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::catalog::default_table_source::provider_as_source;
+use datafusion::functions_aggregate::expr_fn::{count, min};
+use datafusion::logical_expr::{LogicalPlanBuilder, col};
+use futures::TryStreamExt;
+use seuil_engine::cancellation::Cancellation;
+use seuil_engine::federation::{self, CellsRunner, NodeCatalog};
+use seuil_engine::lineage::PERSONS_COLUMN;
+use seuil_engine::{Engine, EngineError, EngineOptions, User};
+use seuil_policies::PolicySource;
+use seuil_tests::{open_engine, test_data};
+
+/// The tables of the health insurance's node, and the public code lists.
+const CNAM_TABLES: [&str; 7] = [
+    "ir_ben_r",
+    "er_prs_f",
+    "er_pha_f",
+    "ir_imb_r",
+    "ref_cim10",
+    "ref_atc",
+    "ref_dpt",
+];
+
+/// Runs cells plans on a node engine of this process, through the bytes a
+/// network would carry.
+#[derive(Debug)]
+struct InProcessNode {
+    name: String,
+    engine: Engine,
+    plans_run: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl CellsRunner for InProcessNode {
+    async fn run(
+        &self,
+        node: &str,
+        _query_id: &str,
+        plan: Vec<u8>,
+        _cancel: &Cancellation,
+    ) -> Result<Vec<RecordBatch>, EngineError> {
+        assert_eq!(node, self.name, "a plan was sent to the wrong node");
+        self.plans_run.fetch_add(1, Ordering::SeqCst);
+        let stream = self.engine.run_cells_plan(&plan).await?;
+        stream
+            .try_collect()
+            .await
+            .map_err(|e| EngineError::Execution(e.to_string()))
+    }
+}
+
+fn copy_tables(from: &Path, to: &Path, tables: &[&str]) {
+    std::fs::create_dir_all(to).expect("node folder");
+    for table in tables {
+        let file = format!("{table}.parquet");
+        std::fs::copy(from.join(&file), to.join(&file)).expect("copying a table");
+    }
+}
+
+/// A coordinator over one node holding `dir`'s tables.
+async fn coordinator(node: &Engine, plans_run: &Arc<AtomicUsize>) -> Engine {
+    let catalog = NodeCatalog::of(node.data()).expect("node catalog");
+    // What a node answers crosses the network as JSON.
+    let catalog: NodeCatalog =
+        serde_json::from_slice(&serde_json::to_vec(&catalog).expect("json")).expect("json");
+    let data = federation::nodes::coordinator_catalog(&[("cnam".to_string(), catalog)])
+        .expect("coordinator catalog");
+    let source = PolicySource::new("policies/snds.toml", seuil_policies::SNDS_POLICY);
+    let (policy, _) =
+        seuil_policies::load(&source, Some(&data.data_schema())).expect("policy over the nodes");
+    Engine::new(policy, data, EngineOptions::default())
+        .expect("coordinator engine")
+        .with_cells_runner(Arc::new(InProcessNode {
+            name: "cnam".into(),
+            engine: node.clone(),
+            plans_run: Arc::clone(plans_run),
+        }))
+}
+
+async fn answer(engine: &Engine, user: &User, sql: &str) -> Result<String, String> {
+    match engine.query(user, sql).await {
+        Ok(result) => {
+            let report = format!("{:?}", result.report);
+            let batches: Vec<RecordBatch> = result
+                .stream
+                .try_collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            let table = pretty_format_batches(&batches).map_err(|e| e.to_string())?;
+            let mut lines: Vec<String> = table.to_string().lines().map(str::to_string).collect();
+            lines.sort();
+            Ok(format!("{}\n{report}", lines.join("\n")))
+        }
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_releases_what_one_engine_over_all_the_data_releases() {
+    let data = test_data(3_000, 11);
+    let node_dir = tempfile::tempdir().expect("node folder");
+    copy_tables(data.path(), node_dir.path(), &CNAM_TABLES);
+    let whole = open_engine(data.path()).await;
+    let source = PolicySource::new("policies/snds.toml", seuil_policies::SNDS_POLICY);
+    let (node, _) = Engine::open_share(&source, node_dir.path(), EngineOptions::default())
+        .await
+        .expect("node engine");
+    let plans_run = Arc::new(AtomicUsize::new(0));
+    let coordinator = coordinator(&node, &plans_run).await;
+    let alice = User::new("alice", "researcher");
+    let queries = [
+        "SELECT ben_res_dpt, count(*) FROM ir_ben_r GROUP BY 1",
+        "SELECT ben_sex_cod, count(DISTINCT ben_nir_ano) AS persons FROM ir_ben_r GROUP BY 1",
+        "SELECT b.ben_res_dpt, sum(p.prs_pai_mnt) AS paid FROM er_prs_f p JOIN ir_ben_r b ON p.ben_nir_psa = b.ben_nir_psa GROUP BY 1",
+        "SELECT prs_nat_ref, date_part('year', exe_soi_dtd) AS year, sum(prs_pai_mnt), avg(bse_rem_mnt) FROM er_prs_f GROUP BY 1, 2",
+        "SELECT pha_atc_cla, sum(pha_act_qsn) FROM er_pha_f GROUP BY 1",
+        "SELECT r.libelle, count(*) FROM ir_imb_r i JOIN ref_cim10 r ON substr(i.med_mtf_cod, 1, 3) = r.code GROUP BY 1",
+        "SELECT ben_sex_cod, ben_res_dpt, count(*) FROM ir_ben_r GROUP BY CUBE(ben_sex_cod, ben_res_dpt)",
+        "SELECT b.ben_sex_cod, median(p.prs_pai_mnt), max(p.prs_pai_mnt) FROM er_prs_f p JOIN ir_ben_r b ON p.ben_nir_psa = b.ben_nir_psa WHERE b.ben_sex_cod = 1 GROUP BY ROLLUP(b.ben_sex_cod)",
+        "SELECT count(*) FROM (SELECT ben_nir_psa FROM er_prs_f GROUP BY 1 HAVING count(*) > 20) t",
+    ];
+    for sql in queries {
+        let expected = answer(&whole, &alice, sql).await;
+        assert!(expected.is_ok(), "{sql}: {expected:?}");
+        let federated = answer(&coordinator, &alice, sql).await;
+        assert_eq!(federated, expected, "{sql}");
+    }
+    // Every released aggregate's cells came from the node.
+    assert!(plans_run.load(Ordering::SeqCst) >= queries.len());
+    // A refusal is the same refusal, and reaches no node.
+    let before = plans_run.load(Ordering::SeqCst);
+    let sql = "SELECT ben_nir_psa FROM ir_ben_r";
+    assert_eq!(
+        answer(&coordinator, &alice, sql).await,
+        answer(&whole, &alice, sql).await
+    );
+    assert_eq!(plans_run.load(Ordering::SeqCst), before);
+    // Tables of another node are not there to be named.
+    assert!(
+        answer(&coordinator, &alice, "SELECT count(*) FROM t_mco_b")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_plans_that_would_let_out_rows_or_identifiers() {
+    let data = test_data(500, 3);
+    let node = open_engine(data.path()).await;
+    let tables = node.data();
+    let scan = |table: &str| {
+        LogicalPlanBuilder::scan(
+            table,
+            provider_as_source(Arc::clone(tables.table(table).expect("table"))),
+            None,
+        )
+        .expect("scan")
+    };
+    let keyed_scan = |table: &str| {
+        let index = tables.person_index().expect("person index");
+        LogicalPlanBuilder::scan(
+            table,
+            provider_as_source(Arc::clone(index.table(table).expect("keyed table"))),
+            None,
+        )
+        .expect("scan")
+    };
+    let persons = || count(col("ben_nir_ano")).alias(PERSONS_COLUMN);
+    let plans = [
+        // The rows of er_prs_f.
+        scan("er_prs_f").build().expect("plan"),
+        // Identifiers as cells.
+        scan("ir_ben_r")
+            .aggregate(vec![col("ben_nir_psa")], vec![persons()])
+            .expect("aggregate")
+            .build()
+            .expect("plan"),
+        // An identifier through an expression.
+        scan("ir_ben_r")
+            .aggregate(
+                vec![datafusion::functions::expr_fn::substr(
+                    col("ben_nir_ano"),
+                    datafusion::prelude::lit(1),
+                )],
+                vec![persons()],
+            )
+            .expect("aggregate")
+            .build()
+            .expect("plan"),
+        // An identifier value as an aggregate's result.
+        scan("ir_ben_r")
+            .aggregate(
+                vec![col("ben_res_dpt")],
+                vec![persons(), min(col("ben_nir_psa"))],
+            )
+            .expect("aggregate")
+            .build()
+            .expect("plan"),
+        // Person numbers of the keyed copy.
+        keyed_scan("er_prs_f")
+            .aggregate(
+                vec![col(seuil_engine::lineage::PERSON_NUMBER)],
+                vec![count(col("prs_nat_ref")).alias(PERSONS_COLUMN)],
+            )
+            .expect("aggregate")
+            .build()
+            .expect("plan"),
+        // Grouped, but not cells: no persons column.
+        scan("ir_ben_r")
+            .aggregate(vec![col("ben_res_dpt")], vec![count(col("ben_sex_cod"))])
+            .expect("aggregate")
+            .build()
+            .expect("plan"),
+    ];
+    for plan in plans {
+        let shown = plan.display_indent().to_string();
+        let bytes = federation::encode_cells_plan(&plan, tables).expect("encoding");
+        match node.run_cells_plan(&bytes).await {
+            Err(EngineError::Refused(_)) => {}
+            Err(other) => panic!("{shown}\nfailed, but not as a refusal: {other}"),
+            Ok(_) => panic!("{shown}\nwas run by the node"),
+        }
+    }
+    // Bytes that are no plan, and a plan of a table the node does not hold.
+    assert!(matches!(
+        node.run_cells_plan(b"not a plan").await,
+        Err(EngineError::InvalidQuery(_))
+    ));
+}
