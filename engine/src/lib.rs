@@ -41,9 +41,10 @@
 //!
 //! Modules import one way, lowest first (`tests/layout.rs` checks it):
 //! [`error`], [`cancellation`], [`lineage`] (person lineage, reserved
-//! names), [`functions`], [`limits`], [`options`], [`session`], [`catalog`],
-//! then [`rules`], [`cells`], [`release`], [`audit`], [`rewrite`], and the
-//! [`Engine`] here on top.
+//! names), [`functions`], [`limits`], [`options`],
+//! [`grouping_set_properties`], [`session`], [`catalog`], then [`rules`],
+//! [`cells`], [`release`], [`audit`], [`rewrite`], [`person_index`],
+//! [`federation`], and the [`Engine`] here on top.
 //!
 //! - **A new privacy rule, or a change to one**: its own module under
 //!   [`rules`], named after the rule, with the contract's text in its doc
@@ -63,6 +64,9 @@
 //!   every session by [`functions::register`]; DataFusion's own aggregates
 //!   are told apart by [`functions::KnownAggregate`], never by name.
 //! - **A new limit**: [`limits`], checked before planning.
+//! - **Where cells are computed** (a data node): [`federation`]; the
+//!   coordinator sends a cells plan through a [`federation::CellsRunner`],
+//!   the node runs it with [`Engine::run_cells_plan`].
 //! - **A new path that reads private data** (a data node, a tool): it opens
 //!   an [`Engine`], sets its audit sink with [`Engine::with_audit`], and
 //!   goes through [`Engine::query_before`], so that it audits the same way.
@@ -360,7 +364,7 @@ impl Engine {
     }
 
     /// The same engine, as a coordinator: the cells plans of tables its
-    /// catalog reads on data nodes ([`federation::coordinator_catalog`])
+    /// catalog reads on data nodes ([`federation::nodes::coordinator_catalog`])
     /// are sent to them through `runner`.
     pub fn with_cells_runner(mut self, runner: Arc<dyn federation::CellsRunner>) -> Engine {
         self.cells_runner = Some(runner);

@@ -26,6 +26,7 @@ const LAYERS: &[&str] = &[
     // Opening data: limits, options, sessions, the catalog of tables.
     "limits",
     "options",
+    "grouping_set_properties",
     "session",
     "catalog",
     // The privacy rules: verdicts and expressions, one rule per module.
@@ -41,6 +42,8 @@ const LAYERS: &[&str] = &[
     "query",
     "explain",
     "person_index",
+    // Cells plans sent to data nodes, and what a node lets out.
+    "federation",
     "lib",
 ];
 

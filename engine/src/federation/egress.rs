@@ -3,7 +3,7 @@
 //! A node checks every plan it receives again, on its own, against its own
 //! copy of the policy: the coordinator's rewrite is not trusted to have
 //! been the one that built it. The check follows, for every column of
-//! every operator, which private columns its values can show ([`Exposure`]):
+//! every operator, which private columns its values can show (an exposure):
 //!
 //! - the plan reads only the node's own tables (decoding already failed for
 //!   any other) through plain relational operators; anything else (writes,
