@@ -274,9 +274,7 @@ impl Engine {
         options: EngineOptions,
     ) -> Result<(Engine, Diagnostics), EngineError> {
         let data = DataCatalog::open(data_dir, &options).await?;
-        let (policy, warnings) = seuil_policies::load(policy, Some(&data.data_schema()))
-            .map_err(|e| EngineError::Setup(e.to_string()))?;
-        Ok((Engine::open(policy, data, options).await?, warnings))
+        Engine::open_validated(policy, data, options).await
     }
 
     /// [`Engine::open_files`] for a data node, whose folder holds its share
@@ -288,6 +286,15 @@ impl Engine {
         options: EngineOptions,
     ) -> Result<(Engine, Diagnostics), EngineError> {
         let data = DataCatalog::open(data_dir, &options).await?.as_share();
+        Engine::open_validated(policy, data, options).await
+    }
+
+    /// Loads the policy, validated against `data`, and opens the engine.
+    async fn open_validated(
+        policy: &PolicySource,
+        data: DataCatalog,
+        options: EngineOptions,
+    ) -> Result<(Engine, Diagnostics), EngineError> {
         let (policy, warnings) = seuil_policies::load(policy, Some(&data.data_schema()))
             .map_err(|e| EngineError::Setup(e.to_string()))?;
         Ok((Engine::open(policy, data, options).await?, warnings))

@@ -220,6 +220,29 @@ async fn a_node_refuses_plans_that_would_let_out_rows_or_identifiers() {
             .expect("aggregate")
             .build()
             .expect("plan"),
+        // An identifier value through a scalar subquery, whose plan is not
+        // an input of the projection.
+        scan("ir_ben_r")
+            .aggregate(vec![col("ben_res_dpt")], vec![persons()])
+            .expect("aggregate")
+            .project(vec![
+                col("ben_res_dpt"),
+                col(PERSONS_COLUMN),
+                datafusion::logical_expr::expr_fn::scalar_subquery(Arc::new(
+                    scan("ir_ben_r")
+                        .aggregate(
+                            Vec::<datafusion::prelude::Expr>::new(),
+                            vec![min(col("ben_nir_psa"))],
+                        )
+                        .expect("aggregate")
+                        .build()
+                        .expect("plan"),
+                ))
+                .alias("leak"),
+            ])
+            .expect("projection")
+            .build()
+            .expect("plan"),
         // Grouped, but not cells: no persons column.
         scan("ir_ben_r")
             .aggregate(vec![col("ben_res_dpt")], vec![count(col("ben_sex_cod"))])

@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 
 use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::common::DFSchemaRef;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::utils::grouping_set_to_exprlist;
 use datafusion::logical_expr::{Expr, LogicalPlan};
@@ -64,19 +65,49 @@ fn refused(what: impl Into<String>) -> EngineError {
     )
 }
 
-/// The exposure of `expr` over an input of `schema` and `columns`.
-fn exposure_of(expr: &Expr, schema: &DFSchemaRef, columns: &[Exposure]) -> Exposure {
-    Exposure::union(
-        expr.column_refs()
-            .into_iter()
-            .filter_map(|c| schema.index_of_column(c).ok())
-            .filter_map(|i| columns.get(i)),
-    )
+/// The exposure of `expr` over an input of `schema` and `columns`. A
+/// column that does not resolve in the input is refused, not ignored: what
+/// cannot be traced is not let out.
+fn exposure_of(
+    expr: &Expr,
+    schema: &DFSchemaRef,
+    columns: &[Exposure],
+) -> Result<Exposure, EngineError> {
+    let mut parts = Vec::new();
+    for column in expr.column_refs() {
+        let traced = schema
+            .index_of_column(column)
+            .ok()
+            .and_then(|i| columns.get(i))
+            .ok_or_else(|| refused("the plan refers to a column its input does not have"))?;
+        parts.push(traced);
+    }
+    Ok(Exposure::union(parts))
+}
+
+/// Whether `expr` holds a subquery, whose plan is not an input of its
+/// operator and so would escape the check: cells plans have none (the
+/// rewrite turns subqueries into joins first).
+fn holds_subquery(expr: &Expr) -> bool {
+    expr.exists(|e| {
+        Ok(matches!(
+            e,
+            Expr::ScalarSubquery(_)
+                | Expr::Exists(_)
+                | Expr::InSubquery(_)
+                | Expr::OuterReferenceColumn(..)
+        ))
+    })
+    .unwrap_or(true)
 }
 
 /// What an aggregate's value can show: nothing for counts, its arguments'
 /// values for every other function (`min`, `max`, sums, largest values).
-fn aggregate_exposure(expr: &Expr, schema: &DFSchemaRef, columns: &[Exposure]) -> Exposure {
+fn aggregate_exposure(
+    expr: &Expr,
+    schema: &DFSchemaRef,
+    columns: &[Exposure],
+) -> Result<Exposure, EngineError> {
     let inner = match expr {
         Expr::Alias(alias) => alias.expr.as_ref(),
         other => other,
@@ -85,7 +116,7 @@ fn aggregate_exposure(expr: &Expr, schema: &DFSchemaRef, columns: &[Exposure]) -
         let counts = KnownAggregate::of(call) == KnownAggregate::Count
             || func.name() == "seuil_persons_up_to";
         if counts {
-            return Exposure::default();
+            return Ok(Exposure::default());
         }
         // The person argument of per-person sums is what they sum by, not
         // what they show.
@@ -94,18 +125,19 @@ fn aggregate_exposure(expr: &Expr, schema: &DFSchemaRef, columns: &[Exposure]) -
         } else {
             &params.args[..]
         };
-        return Exposure::union(
-            shown
-                .iter()
-                .map(|a| exposure_of(a, schema, columns))
-                .collect::<Vec<_>>()
-                .iter(),
-        );
+        let parts = shown
+            .iter()
+            .map(|a| exposure_of(a, schema, columns))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Exposure::union(&parts));
     }
     exposure_of(inner, schema, columns)
 }
 
 fn output_of(plan: &LogicalPlan, data: &DataCatalog) -> Result<Output, EngineError> {
+    if plan.expressions().iter().any(holds_subquery) {
+        return Err(refused("the plan holds a subquery"));
+    }
     let inputs: Vec<Output> = plan
         .inputs()
         .into_iter()
@@ -137,7 +169,7 @@ fn output_of(plan: &LogicalPlan, data: &DataCatalog) -> Result<Output, EngineErr
                     .expr
                     .iter()
                     .map(|e| exposure_of(e, &schema, &inputs[0].columns))
-                    .collect(),
+                    .collect::<Result<_, _>>()?,
                 grouped: inputs[0].grouped,
             }
         }
@@ -148,18 +180,15 @@ fn output_of(plan: &LogicalPlan, data: &DataCatalog) -> Result<Output, EngineErr
             let mut columns: Vec<Exposure> = groups
                 .iter()
                 .map(|e| exposure_of(e, &schema, &inputs[0].columns))
-                .collect();
+                .collect::<Result<_, _>>()?;
             // The grouping id of grouping sets shows nothing.
             let values = aggregate.aggr_expr.len();
             while columns.len() + values < aggregate.schema.fields().len() {
                 columns.push(Exposure::default());
             }
-            columns.extend(
-                aggregate
-                    .aggr_expr
-                    .iter()
-                    .map(|e| aggregate_exposure(e, &schema, &inputs[0].columns)),
-            );
+            for value in &aggregate.aggr_expr {
+                columns.push(aggregate_exposure(value, &schema, &inputs[0].columns)?);
+            }
             Output {
                 columns,
                 grouped: true,
@@ -168,12 +197,9 @@ fn output_of(plan: &LogicalPlan, data: &DataCatalog) -> Result<Output, EngineErr
         LogicalPlan::Window(window) => {
             let schema = input_schema(0);
             let mut columns = inputs[0].columns.clone();
-            columns.extend(
-                window
-                    .window_expr
-                    .iter()
-                    .map(|e| exposure_of(e, &schema, &inputs[0].columns)),
-            );
+            for value in &window.window_expr {
+                columns.push(exposure_of(value, &schema, &inputs[0].columns)?);
+            }
             Output {
                 columns,
                 grouped: inputs[0].grouped,
