@@ -46,6 +46,9 @@ enum Suite {
     /// Dominance and secondary suppression: their added time over threshold
     /// mode alone.
     Magnitudes(suites::queries::Args),
+    /// Each query through a coordinator over two data nodes against one
+    /// engine over the same files.
+    Federation(suites::federation::Args),
     /// A small query over loopback Flight SQL against the engine in-process.
     Flight(suites::flight::Args),
     /// Two recorded runs (files written by `--json`) side by side.
@@ -64,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         Suite::Queries(args) => runtime()?.block_on(suites::queries::run(&args))?,
         Suite::Magnitudes(args) => runtime()?.block_on(suites::magnitudes::run(&args))?,
         Suite::Flight(args) => runtime()?.block_on(suites::flight::run(&args))?,
+        Suite::Federation(args) => runtime()?.block_on(suites::federation::run(&args))?,
         Suite::Compare(args) => {
             if cli.json.is_some() {
                 anyhow::bail!("compare prints its comparison; --json does not apply to it");

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{EngineError, ErrorKind, Rule};
-use crate::release::ReleaseReport;
+use crate::release::{NodeTraffic, ReleaseReport};
 
 /// What became of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +78,10 @@ pub struct AuditRecord {
     /// The refusal or error message the client received (never data values).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What crossed between the coordinator and each data node (DESIGN.md
+    /// §3), on a coordinator; on a node, what it sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeTraffic>,
 }
 
 impl AuditRecord {
@@ -99,6 +103,7 @@ impl AuditRecord {
             rule: None,
             error: None,
             message: None,
+            nodes: Vec::new(),
         }
     }
 
@@ -127,6 +132,7 @@ impl AuditRecord {
         self.cells_released = report.cells_released;
         self.cells_suppressed = report.cells_suppressed;
         self.values_suppressed = report.values_suppressed;
+        self.nodes = report.nodes.clone();
         self.suppressed = report
             .suppressed_by_reason
             .iter()

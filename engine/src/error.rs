@@ -180,6 +180,11 @@ pub enum EngineError {
     /// stopped (nothing is released unaudited).
     #[error("{0}")]
     Audit(String),
+    /// A data node the query needs did not answer, or stopped answering
+    /// midway; nothing of the query was released. The message names the
+    /// node, never what it said.
+    #[error("data node {0} stopped answering; nothing was released")]
+    Unavailable(String),
 }
 
 /// The kind of an engine error, as the audit log records it.
@@ -202,6 +207,8 @@ pub enum ErrorKind {
     Internal,
     /// The audit log could not be written.
     Audit,
+    /// A data node did not answer.
+    Unavailable,
 }
 
 impl ErrorKind {
@@ -216,6 +223,7 @@ impl ErrorKind {
             ErrorKind::Setup => "setup",
             ErrorKind::Internal => "internal",
             ErrorKind::Audit => "audit",
+            ErrorKind::Unavailable => "unavailable",
         }
     }
 }
@@ -242,6 +250,7 @@ impl EngineError {
             EngineError::Setup(_) => ErrorKind::Setup,
             EngineError::Internal(_) => ErrorKind::Internal,
             EngineError::Audit(_) => ErrorKind::Audit,
+            EngineError::Unavailable(_) => ErrorKind::Unavailable,
         }
     }
 
@@ -254,7 +263,8 @@ impl EngineError {
             EngineError::Refused(_)
             | EngineError::InvalidQuery(_)
             | EngineError::Limit(_)
-            | EngineError::Execution(_) => self.to_string(),
+            | EngineError::Execution(_)
+            | EngineError::Unavailable(_) => self.to_string(),
             EngineError::UnknownRole(_) => {
                 "your user's role is not defined by the policy in force; ask the operator"
                     .to_string()

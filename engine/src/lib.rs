@@ -134,7 +134,7 @@ pub use error::{EngineError, ErrorKind, Place, Refusal, Rule};
 pub use explain::Explanation;
 pub use limits::Deadline;
 pub use options::{EngineOptions, PersonIndexSetting};
-pub use release::{ReleaseReport, SuppressedCell, SuppressionReason};
+pub use release::{NodeTraffic, ReleaseReport, SuppressedCell, SuppressionReason};
 pub use session::session_config;
 
 /// A user as the engine sees one: a name for the audit and a role for the rules.
@@ -240,6 +240,49 @@ struct EngineInner {
     /// The session in which plans received from a coordinator run (on a
     /// data node): no role's catalog, only the data's own tables.
     plans: SessionContext,
+}
+
+/// A cells plan running on a data node ([`Engine::run_cells_plan`]): its
+/// cells, and what its scans read.
+pub struct CellsPlanRun {
+    /// The cells.
+    pub stream: SendableRecordBatchStream,
+    /// The plan's metrics, read once the stream has ended.
+    pub metrics: CellsPlanMetrics,
+}
+
+impl std::fmt::Debug for CellsPlanRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CellsPlanRun").finish_non_exhaustive()
+    }
+}
+
+/// The metrics of a running cells plan (its physical plan's).
+#[derive(Clone)]
+pub struct CellsPlanMetrics(Arc<dyn datafusion::physical_plan::ExecutionPlan>);
+
+impl CellsPlanMetrics {
+    /// Bytes the plan's Parquet scans have read so far.
+    pub fn bytes_scanned(&self) -> u64 {
+        fn sum(plan: &dyn datafusion::physical_plan::ExecutionPlan) -> usize {
+            let own = plan
+                .metrics()
+                .and_then(|m| m.sum_by_name("bytes_scanned"))
+                .map_or(0, |v| v.as_usize());
+            own + plan
+                .children()
+                .iter()
+                .map(|c| sum(c.as_ref()))
+                .sum::<usize>()
+        }
+        u64::try_from(sum(self.0.as_ref())).unwrap_or(u64::MAX)
+    }
+}
+
+impl std::fmt::Debug for CellsPlanMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CellsPlanMetrics").finish_non_exhaustive()
+    }
 }
 
 /// The query engine over one policy and one data folder. Cheap to clone.
@@ -380,16 +423,38 @@ impl Engine {
 
     /// Runs a cells plan a coordinator sent (on a data node): decodes it
     /// against this engine's own tables, checks that it lets out cells only
-    /// ([`federation::check_egress`]), and streams its cells. A plan that
-    /// fails the check is refused before anything is read.
-    pub async fn run_cells_plan(
-        &self,
-        plan: &[u8],
-    ) -> Result<SendableRecordBatchStream, EngineError> {
+    /// ([`federation::check_egress`]), and starts it. A plan that fails the
+    /// check is refused before anything is read.
+    pub async fn run_cells_plan(&self, plan: &[u8]) -> Result<CellsPlanRun, EngineError> {
         let ctx = &self.inner.plans;
         let plan = federation::decode_cells_plan(plan, &self.inner.data, &ctx.task_ctx())?;
         federation::check_egress(&plan, &self.inner.policy, &self.inner.data)?;
-        query::stream(ctx, plan).await
+        let frame = ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(query::planning_error)?;
+        let physical = frame
+            .create_physical_plan()
+            .await
+            .map_err(query::planning_error)?;
+        let stream =
+            datafusion::physical_plan::execute_stream(Arc::clone(&physical), ctx.task_ctx())
+                .map_err(query::execution_error)?;
+        Ok(CellsPlanRun {
+            stream,
+            metrics: CellsPlanMetrics(physical),
+        })
+    }
+
+    /// What this engine holds, as a data node tells its coordinator: its
+    /// tables' schemas and the rows of its public code lists.
+    pub async fn node_catalog(&self) -> Result<federation::NodeCatalog, EngineError> {
+        federation::NodeCatalog::with_public_rows(
+            &self.inner.data,
+            &self.inner.policy,
+            &self.inner.plans,
+        )
+        .await
     }
 
     /// The same engine, auditing every query it checks or runs to `sink`:
@@ -650,7 +715,11 @@ impl Engine {
             rewritten.releases.iter().map(|_| None).collect();
         for (i, step) in rewritten.releases.iter().enumerate() {
             let computing = Instant::now();
-            computed[i] = Some(self.cells(setup, step, query_id, &cancellation).await?);
+            let (cells, traffic) = self.cells(setup, step, query_id, &cancellation).await?;
+            if let Some(traffic) = traffic {
+                report.add_traffic(&traffic);
+            }
+            computed[i] = Some(cells);
             timings.computing_cells += computing.elapsed();
             // A group of aggregates over the same rows is released once its
             // last member is computed, so that their margins are protected
@@ -690,18 +759,19 @@ impl Engine {
     }
 
     /// The cells of one released aggregate: computed here, or on the data
-    /// node that holds its tables.
+    /// node that holds its tables, with what that node moved.
     async fn cells(
         &self,
         setup: &RoleSetup<'_>,
         step: &ReleaseStep,
         query_id: &str,
         cancellation: &Cancellation,
-    ) -> Result<Vec<RecordBatch>, EngineError> {
+    ) -> Result<(Vec<RecordBatch>, Option<NodeTraffic>), EngineError> {
         let max_cells = self.inner.options.max_cells;
         let data = &self.inner.data;
         let Some(node) = federation::nodes::node_of(&step.cells, data, &self.inner.policy)? else {
-            return query::collect(&setup.runtime.ctx, step.cells.clone(), max_cells).await;
+            let cells = query::collect(&setup.runtime.ctx, step.cells.clone(), max_cells).await?;
+            return Ok((cells, None));
         };
         let Some(runner) = &self.cells_runner else {
             return Err(EngineError::Setup(format!(
@@ -709,11 +779,20 @@ impl Engine {
             )));
         };
         let plan = federation::encode_cells_plan(&step.cells, data)?;
-        let cells = runner.run(&node, query_id, plan, cancellation).await?;
-        if cells.iter().map(RecordBatch::num_rows).sum::<usize>() > max_cells {
+        let cells = runner
+            .run(&node, query_id, plan, max_cells, cancellation)
+            .await?;
+        // The runner bounds what it receives; this holds whatever it does.
+        if cells
+            .batches
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum::<usize>()
+            > max_cells
+        {
             return Err(query::too_many_cells(max_cells));
         }
-        Ok(cells)
+        Ok((cells.batches, Some(cells.traffic)))
     }
 
     /// Shows how a query is rewritten, without running it.

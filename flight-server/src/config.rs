@@ -33,6 +33,78 @@ pub struct ServerConfig {
     /// Users by name.
     #[serde(default)]
     pub users: BTreeMap<String, UserEntry>,
+    /// Data nodes this server coordinates (`[[nodes]]`, or `--node
+    /// NAME=URL`): their tables are read on them.
+    #[serde(default)]
+    pub nodes: Vec<NodeEntry>,
+    /// How a coordinator reaches its nodes.
+    #[serde(default)]
+    pub federation: FederationSection,
+}
+
+/// A data node of a coordinator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// The node's name: in errors, the audit log, and the name its TLS
+    /// certificate must carry.
+    pub name: String,
+    /// Where it listens: `grpc+tls://HOST:PORT`, or `grpc://HOST:PORT` on
+    /// loopback only.
+    pub url: String,
+}
+
+impl NodeEntry {
+    /// Parses `NAME=URL`, as `--node` takes it.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let (name, url) = text
+            .split_once('=')
+            .filter(|(name, url)| !name.is_empty() && !url.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!("--node takes NAME=URL, as in cnam=grpc://127.0.0.1:50061")
+            })?;
+        Ok(Self {
+            name: name.to_string(),
+            url: url.to_string(),
+        })
+    }
+}
+
+/// How a coordinator reaches its nodes: mutual TLS, and how long it waits
+/// for a node that does not answer at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSection {
+    /// PEM certificate the coordinator presents to its nodes, which pin its
+    /// fingerprint.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Its PEM private key.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// PEM CA that the nodes' certificates chain to; each node's
+    /// certificate must be issued for the node's name.
+    #[serde(default)]
+    pub node_ca: Option<PathBuf>,
+    /// Longest wait between two attempts to reach a node that does not
+    /// answer at start-up; the coordinator waits for every node.
+    #[serde(default = "default_node_retry")]
+    pub node_retry_seconds: u64,
+}
+
+fn default_node_retry() -> u64 {
+    5
+}
+
+impl Default for FederationSection {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            node_ca: None,
+            node_retry_seconds: default_node_retry(),
+        }
+    }
 }
 
 /// Where to listen and what to serve.
@@ -230,6 +302,11 @@ pub struct TlsSection {
     /// PEM CA that client certificates must chain to (mutual TLS).
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+    /// On a data node: the SHA-256 fingerprints of the coordinators'
+    /// certificates it answers (hex, as `seuil certs` prints them); any
+    /// other certificate of the CA is refused.
+    #[serde(default)]
+    pub client_fingerprints: Vec<String>,
 }
 
 /// One user.

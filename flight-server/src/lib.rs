@@ -4,7 +4,10 @@
 //! responses. It holds the Flight SQL service that notebooks and BI tools
 //! connect to, and the command-line tools:
 //!
-//! - `seuil serve`: the Flight SQL server (the demo with no arguments);
+//! - `seuil serve`: the Flight SQL server (the demo with no arguments), a
+//!   coordinator of data nodes with `--node NAME=URL`;
+//! - `seuil node`: a data node serving its folder's tables to a
+//!   coordinator ([`federation`]);
 //! - `seuil query --user U "SQL"` and `seuil policy explain --user U "SQL"`:
 //!   the engine in-process;
 //! - `seuil policy check FILE [--data DIR]` and `seuil policy schema`: the
@@ -28,5 +31,6 @@
 
 pub mod cli;
 pub mod config;
+pub mod federation;
 pub mod passwords;
 pub mod server;

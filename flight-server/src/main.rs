@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Serve Flight SQL to notebooks and BI tools (the demo with no arguments).
     Serve(serve::ServeArgs),
+    /// Serve a data site's tables to a coordinator (`seuil serve --node`).
+    Node(seuil_flight_server::federation::node::NodeArgs),
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -34,6 +36,8 @@ enum Command {
     Policy(PolicyCommand),
     /// Generate the synthetic SNDS as Parquet.
     Gen(cli::generate::GenArgs),
+    /// Make a private CA and the certificates of a local federation.
+    Certs(cli::certs::CertsArgs),
     /// Read a password on standard input and print its argon2 hash.
     HashPassword,
 }
@@ -72,6 +76,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             init_logs();
             serve::run(&args).await
+        }
+        Command::Node(args) => {
+            init_logs();
+            seuil_flight_server::federation::node::run(&args).await
         }
         Command::Audit(AuditCommand::Verify {
             file,
@@ -125,6 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(PolicyCommand::Check(args)) => cli::policy::check(&args).await,
         Command::Policy(PolicyCommand::Explain(args)) => cli::policy::explain(&args).await,
         Command::Policy(PolicyCommand::Schema) => cli::policy::schema().map(|()| ExitCode::SUCCESS),
+        Command::Certs(args) => cli::certs::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Gen(args) => cli::generate::run(&args).map(|()| ExitCode::SUCCESS),
         Command::HashPassword => {
             let mut password = String::new();

@@ -47,6 +47,7 @@ mod codes;
 mod error;
 mod hospital;
 mod ids;
+mod layout;
 mod model;
 mod pipeline;
 mod population;
@@ -61,6 +62,7 @@ use std::path::PathBuf;
 use datafusion::arrow::datatypes::SchemaRef;
 
 pub use error::SynthError;
+pub use layout::{FEDERATED_NODES, PUBLIC_TABLES, generate_federated};
 
 /// What to generate and where.
 #[derive(Debug, Clone, PartialEq, Eq)]

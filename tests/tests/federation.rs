@@ -19,9 +19,9 @@ use datafusion::functions_aggregate::expr_fn::{count, min};
 use datafusion::logical_expr::{LogicalPlanBuilder, col};
 use futures::TryStreamExt;
 use seuil_engine::cancellation::Cancellation;
-use seuil_engine::federation::{self, CellsRunner, NodeCatalog};
+use seuil_engine::federation::{self, CellsRunner, NodeCatalog, NodeCells};
 use seuil_engine::lineage::PERSONS_COLUMN;
-use seuil_engine::{Engine, EngineError, EngineOptions, User};
+use seuil_engine::{Engine, EngineError, EngineOptions, NodeTraffic, User};
 use seuil_policies::PolicySource;
 use seuil_tests::{open_engine, test_data};
 
@@ -52,15 +52,27 @@ impl CellsRunner for InProcessNode {
         node: &str,
         _query_id: &str,
         plan: Vec<u8>,
+        _max_cells: usize,
         _cancel: &Cancellation,
-    ) -> Result<Vec<RecordBatch>, EngineError> {
+    ) -> Result<NodeCells, EngineError> {
         assert_eq!(node, self.name, "a plan was sent to the wrong node");
         self.plans_run.fetch_add(1, Ordering::SeqCst);
-        let stream = self.engine.run_cells_plan(&plan).await?;
-        stream
+        let run = self.engine.run_cells_plan(&plan).await?;
+        let batches: Vec<RecordBatch> = run
+            .stream
             .try_collect()
             .await
-            .map_err(|e| EngineError::Execution(e.to_string()))
+            .map_err(|e| EngineError::Execution(e.to_string()))?;
+        Ok(NodeCells {
+            traffic: NodeTraffic {
+                node: node.to_string(),
+                plans: 1,
+                rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
+                bytes: 0,
+                bytes_scanned: 0,
+            },
+            batches,
+        })
     }
 }
 
@@ -74,7 +86,7 @@ fn copy_tables(from: &Path, to: &Path, tables: &[&str]) {
 
 /// A coordinator over one node holding `dir`'s tables.
 async fn coordinator(node: &Engine, plans_run: &Arc<AtomicUsize>) -> Engine {
-    let catalog = NodeCatalog::of(node.data()).expect("node catalog");
+    let catalog = node.node_catalog().await.expect("node catalog");
     // What a node answers crosses the network as JSON.
     let catalog: NodeCatalog =
         serde_json::from_slice(&serde_json::to_vec(&catalog).expect("json")).expect("json");
@@ -95,7 +107,10 @@ async fn coordinator(node: &Engine, plans_run: &Arc<AtomicUsize>) -> Engine {
 async fn answer(engine: &Engine, user: &User, sql: &str) -> Result<String, String> {
     match engine.query(user, sql).await {
         Ok(result) => {
-            let report = format!("{:?}", result.report);
+            // What moved between nodes is the coordinator's own.
+            let mut report = result.report.clone();
+            report.nodes.clear();
+            let report = format!("{report:?}");
             let batches: Vec<RecordBatch> = result
                 .stream
                 .try_collect()
@@ -241,6 +256,22 @@ async fn a_node_refuses_plans_that_would_let_out_rows_or_identifiers() {
                 .alias("leak"),
             ])
             .expect("projection")
+            .build()
+            .expect("plan"),
+        // An identifier value through a window function, then grouped.
+        scan("ir_ben_r")
+            .window(vec![
+                datafusion::prelude::Expr::from(
+                    datafusion::logical_expr::expr::WindowFunction::new(
+                        datafusion::functions_aggregate::min_max::min_udaf(),
+                        vec![col("ben_nir_psa")],
+                    ),
+                )
+                .alias("first_id"),
+            ])
+            .expect("window")
+            .aggregate(vec![col("first_id")], vec![persons()])
+            .expect("aggregate")
             .build()
             .expect("plan"),
         // Grouped, but not cells: no persons column.

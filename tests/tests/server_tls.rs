@@ -59,6 +59,7 @@ fn tls_section(dir: &Path, mutual: bool) -> TlsSection {
         cert: dir.join("server.pem"),
         key: dir.join("server.key"),
         client_ca: mutual.then(|| dir.join("ca.pem")),
+        client_fingerprints: Vec::new(),
     }
 }
 

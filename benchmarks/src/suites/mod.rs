@@ -1,5 +1,6 @@
 //! The benchmark suites.
 
+pub mod federation;
 pub mod flight;
 pub mod generation;
 pub mod magnitudes;
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use futures::TryStreamExt;
-use seuil_engine::{Engine, QueryTimings, User};
+use seuil_engine::{Engine, NodeTraffic, QueryTimings, User};
 
 /// Generates the synthetic SNDS (seed 1) into `data` unless it holds the
 /// tables already, so that every suite can start from nothing.
@@ -37,6 +38,8 @@ pub struct TimedQuery {
     pub timings: QueryTimings,
     /// Cells suppressed.
     pub suppressed: u64,
+    /// What crossed from each data node, on a coordinator.
+    pub nodes: Vec<NodeTraffic>,
 }
 
 /// Runs `sql` for `user` and times it.
@@ -45,11 +48,13 @@ pub async fn time_query(engine: &Engine, user: &User, sql: &str) -> anyhow::Resu
     let result = engine.query(user, sql).await?;
     let timings = result.timings;
     let suppressed = result.report.cells_suppressed;
+    let nodes = result.report.nodes.clone();
     let batches: Vec<_> = result.stream.try_collect().await?;
     Ok(TimedQuery {
         ms: started.elapsed().as_secs_f64() * 1000.0,
         rows: batches.iter().map(|b| b.num_rows()).sum(),
         timings,
         suppressed,
+        nodes,
     })
 }

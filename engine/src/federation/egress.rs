@@ -134,6 +134,33 @@ fn aggregate_exposure(
     exposure_of(inner, schema, columns)
 }
 
+/// What a window function's value can show: its arguments' values. Its
+/// partition and order keys choose which rows it reads and in what order,
+/// and are not among its values (`row_number() OVER (PARTITION BY
+/// ben_nir_psa)` shows a rank, not the identifier).
+fn window_exposure(
+    expr: &Expr,
+    schema: &DFSchemaRef,
+    columns: &[Exposure],
+) -> Result<Exposure, EngineError> {
+    let inner = match expr {
+        Expr::Alias(alias) => alias.expr.as_ref(),
+        other => other,
+    };
+    match inner {
+        Expr::WindowFunction(window) => {
+            let parts = window
+                .params
+                .args
+                .iter()
+                .map(|a| exposure_of(a, schema, columns))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Exposure::union(&parts))
+        }
+        other => exposure_of(other, schema, columns),
+    }
+}
+
 fn output_of(plan: &LogicalPlan, data: &DataCatalog) -> Result<Output, EngineError> {
     if plan.expressions().iter().any(holds_subquery) {
         return Err(refused("the plan holds a subquery"));
@@ -198,7 +225,7 @@ fn output_of(plan: &LogicalPlan, data: &DataCatalog) -> Result<Output, EngineErr
             let schema = input_schema(0);
             let mut columns = inputs[0].columns.clone();
             for value in &window.window_expr {
-                columns.push(exposure_of(value, &schema, &inputs[0].columns)?);
+                columns.push(window_exposure(value, &schema, &inputs[0].columns)?);
             }
             Output {
                 columns,

@@ -16,4 +16,4 @@ pub mod nodes;
 
 pub use codec::{TableIdentity, decode_cells_plan, encode_cells_plan};
 pub use egress::check_egress;
-pub use nodes::{CellsRunner, NodeCatalog, NodeTable, RemoteTable};
+pub use nodes::{CellsRunner, NodeCatalog, NodeCells, NodeTable, RemoteTable};

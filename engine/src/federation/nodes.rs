@@ -24,6 +24,7 @@ use seuil_policies::{Policy, TableKind};
 use crate::cancellation::Cancellation;
 use crate::catalog::{DataCatalog, IndexOpening, PersonIndex};
 use crate::error::EngineError;
+use crate::release::NodeTraffic;
 
 /// One table a node holds, as it describes it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +35,11 @@ pub struct NodeTable {
     pub keyed: bool,
     /// Its Arrow schema, as an Arrow IPC stream of no batches.
     pub schema: Vec<u8>,
+    /// For a public table of the node's policy (a code list), its rows, as
+    /// an Arrow IPC stream: the coordinator joins public tables itself
+    /// and sends a node only the plans that need its private tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_rows: Option<Vec<u8>>,
 }
 
 /// What a node answers to a catalog request.
@@ -57,6 +63,37 @@ fn schema_bytes(schema: &Schema) -> Result<Vec<u8>, EngineError> {
     Ok(bytes)
 }
 
+/// The most bytes of public rows a node sends in its catalog; a larger
+/// public table stays on the node, and only plans sent there read it.
+pub const MAX_PUBLIC_ROWS_BYTES: usize = 8 << 20;
+
+fn batches_bytes(schema: &Schema, batches: &[RecordBatch]) -> Result<Vec<u8>, EngineError> {
+    let mut bytes = Vec::new();
+    let mut writer = StreamWriter::try_new(&mut bytes, schema)
+        .map_err(|e| EngineError::internal(format!("writing public rows: {e}")))?;
+    for batch in batches {
+        writer
+            .write(batch)
+            .map_err(|e| EngineError::internal(format!("writing public rows: {e}")))?;
+    }
+    writer
+        .finish()
+        .map_err(|e| EngineError::internal(format!("writing public rows: {e}")))?;
+    drop(writer);
+    Ok(bytes)
+}
+
+fn batches_from_bytes(bytes: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), EngineError> {
+    let unreadable = || EngineError::Setup("a data node sent public rows unreadably".into());
+    let reader =
+        StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(|_| unreadable())?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| unreadable())?;
+    Ok((schema, batches))
+}
+
 fn schema_from_bytes(bytes: &[u8]) -> Result<SchemaRef, EngineError> {
     StreamReader::try_new(std::io::Cursor::new(bytes), None)
         .map(|reader| reader.schema())
@@ -64,7 +101,7 @@ fn schema_from_bytes(bytes: &[u8]) -> Result<SchemaRef, EngineError> {
 }
 
 impl NodeCatalog {
-    /// What a node over `data` holds.
+    /// What a node over `data` holds: schemas only.
     pub fn of(data: &DataCatalog) -> Result<Self, EngineError> {
         let mut tables = Vec::new();
         for (name, table) in data.tables() {
@@ -72,6 +109,7 @@ impl NodeCatalog {
                 name: name.clone(),
                 keyed: false,
                 schema: schema_bytes(&table.schema())?,
+                public_rows: None,
             });
         }
         if let Some(index) = data.person_index() {
@@ -80,6 +118,7 @@ impl NodeCatalog {
                     name: name.clone(),
                     keyed: true,
                     schema: schema_bytes(&table.schema())?,
+                    public_rows: None,
                 });
             }
         }
@@ -87,6 +126,45 @@ impl NodeCatalog {
             lineage: data.person_index().map(|i| i.lineage.clone()),
             tables,
         })
+    }
+}
+
+impl NodeCatalog {
+    /// [`NodeCatalog::of`], with the rows of the tables `policy` calls
+    /// public, read in `ctx`, up to [`MAX_PUBLIC_ROWS_BYTES`] in all.
+    pub async fn with_public_rows(
+        data: &DataCatalog,
+        policy: &Policy,
+        ctx: &datafusion::prelude::SessionContext,
+    ) -> Result<Self, EngineError> {
+        let mut catalog = Self::of(data)?;
+        let mut total = 0usize;
+        for table in catalog.tables.iter_mut().filter(|t| !t.keyed) {
+            let public = policy
+                .table(&table.name)
+                .is_some_and(|t| t.kind == TableKind::Public);
+            let Some(provider) = data.tables().get(&table.name).filter(|_| public) else {
+                continue;
+            };
+            let batches = ctx
+                .read_table(Arc::clone(provider))
+                .map_err(|e| {
+                    EngineError::Setup(format!("reading public table {}: {e}", table.name))
+                })?
+                .collect()
+                .await
+                .map_err(|e| {
+                    EngineError::Setup(format!("reading public table {}: {e}", table.name))
+                })?;
+            let bytes = batches_bytes(&provider.schema(), &batches)?;
+            total += bytes.len();
+            if total > MAX_PUBLIC_ROWS_BYTES {
+                tracing::warn!(table = %table.name, "public table too large to send with the catalog; it is read on the node only");
+                continue;
+            }
+            table.public_rows = Some(bytes);
+        }
+        Ok(catalog)
     }
 }
 
@@ -145,10 +223,23 @@ pub fn coordinator_catalog(nodes: &[(String, NodeCatalog)]) -> Result<DataCatalo
                     )));
                 }
             }
-            let provider: Arc<dyn TableProvider> = Arc::new(RemoteTable {
-                node: node.clone(),
-                schema: schema_from_bytes(&table.schema)?,
-            });
+            let provider: Arc<dyn TableProvider> = match &table.public_rows {
+                // A public code list: the coordinator holds its rows.
+                Some(rows) => {
+                    let (schema, batches) = batches_from_bytes(rows)?;
+                    Arc::new(
+                        datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(
+                            |_| {
+                                EngineError::Setup("a data node sent public rows unreadably".into())
+                            },
+                        )?,
+                    )
+                }
+                None => Arc::new(RemoteTable {
+                    node: node.clone(),
+                    schema: schema_from_bytes(&table.schema)?,
+                }),
+            };
             let into = if table.keyed { &mut keyed } else { &mut tables };
             into.entry(table.name.clone()).or_insert(provider);
         }
@@ -183,6 +274,15 @@ pub fn coordinator_catalog(nodes: &[(String, NodeCatalog)]) -> Result<DataCatalo
     })
 }
 
+fn is_public_table(data: &DataCatalog, policy: &Policy, provider: &Arc<dyn TableProvider>) -> bool {
+    super::codec::identify(data, provider).is_some_and(|identity| {
+        !identity.keyed
+            && policy
+                .table(&identity.table)
+                .is_some_and(|t| t.kind == TableKind::Public)
+    })
+}
+
 /// The node a cells plan runs on: `None` when it reads local tables only,
 /// the node's name when it reads one node's tables (and public code lists,
 /// which every node may hold), an error naming the nodes when it needs
@@ -201,12 +301,7 @@ pub fn node_of(
         {
             match provider.downcast_ref::<RemoteTable>() {
                 Some(remote) => {
-                    let public = super::codec::identify(data, &provider).is_some_and(|identity| {
-                        !identity.keyed
-                            && policy
-                                .table(&identity.table)
-                                .is_some_and(|t| t.kind == TableKind::Public)
-                    });
+                    let public = is_public_table(data, policy, &provider);
                     let list = if public {
                         &mut any_nodes
                     } else {
@@ -216,6 +311,8 @@ pub fn node_of(
                         list.push(remote.node.clone());
                     }
                 }
+                // A public table the coordinator holds joins anywhere.
+                None if is_public_table(data, policy, &provider) => {}
                 None => local = true,
             }
         }
@@ -239,16 +336,28 @@ pub fn node_of(
     }
 }
 
+/// The cells a data node sent back for one plan, and what moved.
+#[derive(Debug, Clone)]
+pub struct NodeCells {
+    /// The cells.
+    pub batches: Vec<RecordBatch>,
+    /// Rows and bytes received, bytes scanned on the node.
+    pub traffic: NodeTraffic,
+}
+
 /// Runs cells plans on data nodes: the server's Flight client.
 #[async_trait]
 pub trait CellsRunner: Send + Sync + std::fmt::Debug {
     /// Runs `plan` (encoded by [`super::encode_cells_plan`]) on `node` for
-    /// query `query_id`, and returns its cells; stops when `cancel` fires.
+    /// query `query_id`, and returns its cells, at most `max_cells` rows
+    /// of them (beyond, the limit's error, before more is received);
+    /// stops, and stops the node, when `cancel` fires.
     async fn run(
         &self,
         node: &str,
         query_id: &str,
         plan: Vec<u8>,
+        max_cells: usize,
         cancel: &Cancellation,
-    ) -> Result<Vec<RecordBatch>, EngineError>;
+    ) -> Result<NodeCells, EngineError>;
 }

@@ -35,7 +35,7 @@ use crate::error::{EngineError, Rule};
 
 pub use groups::release_groups;
 pub use mechanism::ReleaseMechanism;
-pub use report::{ReleaseReport, SuppressedCell, SuppressionReason};
+pub use report::{NodeTraffic, ReleaseReport, SuppressedCell, SuppressionReason};
 pub use threshold::Threshold;
 
 /// The release mechanism of `role`'s mode.

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use seuil_policies::{Policy, Role};
 
 /// Why a cell or a value was not released.
@@ -43,6 +43,35 @@ pub struct SuppressedCell {
     pub reason: SuppressionReason,
 }
 
+/// What crossed between the coordinator and one data node for a query
+/// (DESIGN.md §3): the cells plans sent, the rows and bytes of cells that
+/// came back, and the bytes the node's scans read. The audit line holds it
+/// all; a client sees only which nodes served ([`ReleaseReport::metadata`]),
+/// since the cells a node sent count the suppressed ones too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeTraffic {
+    /// The node's name.
+    pub node: String,
+    /// Cells plans it ran.
+    pub plans: u64,
+    /// Rows of cells it sent back (released and suppressed alike).
+    pub rows: u64,
+    /// Bytes of Arrow data it sent back.
+    pub bytes: u64,
+    /// Bytes its Parquet scans read.
+    pub bytes_scanned: u64,
+}
+
+impl NodeTraffic {
+    /// Adds what one more plan moved.
+    pub fn add(&mut self, other: &NodeTraffic) {
+        self.plans += other.plans;
+        self.rows += other.rows;
+        self.bytes += other.bytes;
+        self.bytes_scanned += other.bytes_scanned;
+    }
+}
+
 /// What one query released. The fields are the full detail, for the audit
 /// log; [`ReleaseReport::metadata`] is what the client may see.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -72,6 +101,9 @@ pub struct ReleaseReport {
     /// Values of released cells set to NULL for having too few
     /// contributing persons.
     pub values_suppressed: u64,
+    /// What each data node ran and sent for the query (audit only, but for
+    /// the nodes' names).
+    pub nodes: Vec<NodeTraffic>,
 }
 
 impl ReleaseReport {
@@ -90,6 +122,7 @@ impl ReleaseReport {
             suppressed_by_reason: BTreeMap::new(),
             suppressed_cells: Vec::new(),
             values_suppressed: 0,
+            nodes: Vec::new(),
         }
     }
 
@@ -132,7 +165,19 @@ impl ReleaseReport {
             "seuil.cells_released".into(),
             self.cells_released.to_string(),
         );
+        if !self.nodes.is_empty() {
+            let names: Vec<&str> = self.nodes.iter().map(|n| n.node.as_str()).collect();
+            metadata.insert("seuil.nodes".into(), names.join(","));
+        }
         metadata
+    }
+
+    /// Counts what a data node moved for one cells plan.
+    pub fn add_traffic(&mut self, traffic: &NodeTraffic) {
+        match self.nodes.iter_mut().find(|n| n.node == traffic.node) {
+            Some(known) => known.add(traffic),
+            None => self.nodes.push(traffic.clone()),
+        }
     }
 
     /// Counts a suppressed cell.

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use seuil_engine::{Engine, EngineOptions, IndexOpening};
-use seuil_policies::PolicySource;
+use seuil_policies::{Diagnostics, PolicySource};
 
 use crate::cli::generate::{DEMO_SEED, generate_with_progress};
 use crate::config::ServerConfig;
@@ -103,20 +103,25 @@ pub fn open_audit_log(config: &ServerConfig) -> anyhow::Result<AuditLog> {
     Ok(AuditLog::open(&config.server.audit_log_path(), key)?)
 }
 
-/// Opens the engine on the configured data and policy, printing the policy's
-/// warnings.
-pub async fn open_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
-    ensure_demo_data(config)?;
-    let source = policy_source(config.server.policy.as_deref())?;
-    let options = EngineOptions {
+/// The engine's options from the configuration's limits.
+fn engine_options(config: &ServerConfig) -> EngineOptions {
+    EngineOptions {
         memory_limit_bytes: Some(config.limits.memory_limit_mb.saturating_mul(1 << 20)),
         target_partitions: None,
         max_sql_bytes: config.limits.max_sql_bytes,
         max_nesting: config.limits.max_nesting,
         person_index: config.server.person_index_setting(),
         ..EngineOptions::default()
-    };
-    let (engine, warnings) = Engine::open_files(&source, &config.server.data, options).await?;
+    }
+}
+
+/// Tells how long building the person index took, and the policy's warnings.
+fn report_opening(
+    config: &ServerConfig,
+    engine: &Engine,
+    source: &PolicySource,
+    warnings: &Diagnostics,
+) {
     if let Some(IndexOpening::Built(took)) = engine.data().person_index().map(|i| i.opening()) {
         eprintln!(
             "built the person index of {} in {:.1} s (once: later runs reuse it)",
@@ -125,8 +130,39 @@ pub async fn open_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
         );
     }
     if !warnings.0.is_empty() {
-        eprintln!("{}", warnings.render(&source));
+        eprintln!("{}", warnings.render(source));
     }
+}
+
+/// Opens the engine on the configured data and policy, printing the policy's
+/// warnings.
+pub async fn open_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
+    ensure_demo_data(config)?;
+    let source = policy_source(config.server.policy.as_deref())?;
+    let (engine, warnings) =
+        Engine::open_files(&source, &config.server.data, engine_options(config)).await?;
+    report_opening(config, &engine, &source, &warnings);
     config.check_roles(engine.policy())?;
     Ok(engine)
+}
+
+/// Opens a data node's engine on its share of the tables
+/// (`Engine::open_share`).
+pub async fn open_node_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
+    if !has_tables(&config.server.data) {
+        anyhow::bail!(
+            "the data folder {} holds no Parquet tables; `seuil gen --layout federated` writes a node's folders",
+            config.server.data.display()
+        );
+    }
+    let source = policy_source(config.server.policy.as_deref())?;
+    let (engine, warnings) =
+        Engine::open_share(&source, &config.server.data, engine_options(config)).await?;
+    report_opening(config, &engine, &source, &warnings);
+    Ok(engine)
+}
+
+/// The options of a coordinator's engine (the same limits as a server's).
+pub fn coordinator_options(config: &ServerConfig) -> EngineOptions {
+    engine_options(config)
 }

@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// another layer that encrypts the traffic).
     #[arg(long)]
     pub insecure: bool,
+    /// A data node to coordinate, as NAME=URL (repeatable; adds to the
+    /// configuration's `[[nodes]]`): queries of its tables run there.
+    #[arg(long = "node", value_name = "NAME=URL")]
+    pub nodes: Vec<String>,
 }
 
 impl ServeArgs {
@@ -31,6 +35,9 @@ impl ServeArgs {
         let mut config = self.data.config()?;
         if let Some(listen) = self.listen {
             config.server.listen = listen;
+        }
+        for node in &self.nodes {
+            config.nodes.push(crate::config::NodeEntry::parse(node)?);
         }
         Ok(config)
     }
@@ -73,7 +80,16 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.config()?;
     // Before the engine opens (and demo data is generated) for nothing.
     super::tls::check_listen(config.server.listen, config.tls.is_some(), args.insecure)?;
-    let engine = open_engine(&config).await?;
+    let engine = if config.nodes.is_empty() {
+        open_engine(&config).await?
+    } else {
+        if args.data.data.is_some() {
+            anyhow::bail!(
+                "--data with --node: a coordinator over data nodes and local tables at once is not served yet; serve the local tables with `seuil node` too"
+            );
+        }
+        crate::federation::coordinator::open_coordinator(&config).await?
+    };
     let server = Server::new(engine, config)
         .insecure(args.insecure)
         .start()

@@ -89,6 +89,7 @@ pub fn from_engine(error: &EngineError) -> Status {
             tracing::error!(%detail, "the audit log cannot be written");
             Status::internal(message)
         }
+        EngineError::Unavailable(_) => Status::unavailable(message),
     }
 }
 

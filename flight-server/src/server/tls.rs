@@ -65,6 +65,7 @@ mod tests {
             cert: "/nonexistent/server.pem".into(),
             key: "/nonexistent/server.key".into(),
             client_ca: None,
+            client_fingerprints: Vec::new(),
         };
         let error = server_tls(Some(&section)).unwrap_err().to_string();
         assert!(error.contains("/nonexistent/server.pem"), "{error}");

@@ -229,19 +229,40 @@ pub fn serve(config: &Path) -> (Running, String) {
 
 /// Starts `seuil serve` on `config`, its log going to `stderr`.
 pub fn serve_with(config: &Path, stderr: Stdio) -> (Running, String) {
+    let args = ["serve".as_ref(), "--config".as_ref(), config.as_os_str()];
+    spawn_announcing(&args, "seuil: serving Flight SQL on ", stderr)
+}
+
+/// Starts `seuil node --config CONFIG` and returns it with its URI.
+pub fn node(config: &Path) -> (Running, String) {
+    let args = ["node".as_ref(), "--config".as_ref(), config.as_os_str()];
+    spawn_announcing(
+        &args,
+        seuil_flight_server::federation::node::ANNOUNCE,
+        Stdio::inherit(),
+    )
+}
+
+/// Starts the `seuil` binary with `args` and waits for the line starting
+/// with `announce` that it prints once it listens; returns the process and
+/// the rest of that line (its URI).
+pub fn spawn_announcing(
+    args: &[&std::ffi::OsStr],
+    announce: &'static str,
+    stderr: Stdio,
+) -> (Running, String) {
     let mut child = Command::new(seuil_binary())
-        .args(["serve", "--config"])
-        .arg(config)
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
-        .expect("starting seuil serve");
+        .expect("starting seuil");
     let stdout = child.stdout.take().expect("stdout");
     let (found, wait) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(uri) = line.strip_prefix("seuil: serving Flight SQL on ") {
+            if let Some(uri) = line.strip_prefix(announce) {
                 found.send(uri.to_string()).ok();
             }
         }
@@ -249,6 +270,6 @@ pub fn serve_with(config: &Path, stderr: Stdio) -> (Running, String) {
     let running = Running(child);
     let uri = wait
         .recv_timeout(Duration::from_secs(120))
-        .expect("seuil serve did not announce its address");
+        .unwrap_or_else(|_| panic!("seuil {args:?} did not announce its address"));
     (running, uri)
 }
