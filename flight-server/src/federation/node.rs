@@ -48,7 +48,8 @@ pub struct NodeArgs {
     /// Where the data, policy and audit log are.
     #[command(flatten)]
     pub data: crate::cli::data::DataArgs,
-    /// Address to listen on (port 0 picks a free port).
+    /// Address to listen on (default: the configuration's, or
+    /// 127.0.0.1:50061 without one; port 0 picks a free port).
     #[arg(long, env = "SEUIL_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Serve plaintext on an address that is not loopback (only behind
@@ -57,6 +58,9 @@ pub struct NodeArgs {
     pub insecure: bool,
 }
 
+/// The port of a node started without `--listen` or a configuration.
+pub const DEFAULT_PORT: u16 = 50061;
+
 /// The first line `seuil node` prints once it listens, for scripts and
 /// tests that wait for it.
 pub const ANNOUNCE: &str = "seuil: data node serving Arrow Flight on ";
@@ -64,8 +68,11 @@ pub const ANNOUNCE: &str = "seuil: data node serving Arrow Flight on ";
 /// Runs `seuil node` until Ctrl-C.
 pub async fn run(args: &NodeArgs) -> anyhow::Result<std::process::ExitCode> {
     let mut config = args.data.config()?;
-    if let Some(listen) = args.listen {
-        config.server.listen = listen;
+    match (args.listen, &args.data.config) {
+        (Some(listen), _) => config.server.listen = listen,
+        // Not the server's port: a node and a coordinator often share a host.
+        (None, None) => config.server.listen = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+        (None, Some(_)) => {}
     }
     // A node serves its own folder: no demo data is generated for it.
     config.server.demo_persons = 0;
