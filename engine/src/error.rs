@@ -234,6 +234,14 @@ impl EngineError {
         EngineError::Refused(Refusal::new(rule, message, hint))
     }
 
+    /// The limit on the cells of one released aggregate, which the release
+    /// step holds in memory: wherever they are computed, here or on a node.
+    pub fn too_many_cells(max_cells: usize) -> Self {
+        EngineError::Limit(format!(
+            "a released aggregate of the query has more than {max_cells} cells; group by fewer or coarser columns"
+        ))
+    }
+
     /// A fault of seuil itself.
     pub fn internal(detail: impl Into<String>) -> Self {
         EngineError::Internal(detail.into())

@@ -715,7 +715,7 @@ impl Engine {
             rewritten.releases.iter().map(|_| None).collect();
         for (i, step) in rewritten.releases.iter().enumerate() {
             let computing = Instant::now();
-            let (cells, traffic) = self.cells(setup, step, query_id, &cancellation).await?;
+            let (cells, traffic) = self.cells(setup, step, query_id).await?;
             if let Some(traffic) = traffic {
                 report.add_traffic(&traffic);
             }
@@ -765,7 +765,6 @@ impl Engine {
         setup: &RoleSetup<'_>,
         step: &ReleaseStep,
         query_id: &str,
-        cancellation: &Cancellation,
     ) -> Result<(Vec<RecordBatch>, Option<NodeTraffic>), EngineError> {
         let max_cells = self.inner.options.max_cells;
         let data = &self.inner.data;
@@ -779,9 +778,7 @@ impl Engine {
             )));
         };
         let plan = federation::encode_cells_plan(&step.cells, data)?;
-        let cells = runner
-            .run(&node, query_id, plan, max_cells, cancellation)
-            .await?;
+        let cells = runner.run(&node, query_id, plan, max_cells).await?;
         // The runner bounds what it receives; this holds whatever it does.
         if cells
             .batches
@@ -790,7 +787,7 @@ impl Engine {
             .sum::<usize>()
             > max_cells
         {
-            return Err(query::too_many_cells(max_cells));
+            return Err(EngineError::too_many_cells(max_cells));
         }
         Ok((cells.batches, Some(cells.traffic)))
     }

@@ -177,18 +177,11 @@ pub(crate) async fn collect(
         let batch = batch.map_err(execution_error)?;
         cells += batch.num_rows();
         if cells > max_cells {
-            return Err(too_many_cells(max_cells));
+            return Err(EngineError::too_many_cells(max_cells));
         }
         batches.push(batch);
     }
     Ok(batches)
-}
-
-/// The error of a released aggregate of more than `max_cells` cells.
-pub(crate) fn too_many_cells(max_cells: usize) -> EngineError {
-    EngineError::Limit(format!(
-        "a released aggregate of the query has more than {max_cells} cells; group by fewer or coarser columns"
-    ))
 }
 
 /// Runs a plan as a stream.

@@ -18,7 +18,6 @@ use datafusion::catalog::default_table_source::provider_as_source;
 use datafusion::functions_aggregate::expr_fn::{count, min};
 use datafusion::logical_expr::{LogicalPlanBuilder, col};
 use futures::TryStreamExt;
-use seuil_engine::cancellation::Cancellation;
 use seuil_engine::federation::{self, CellsRunner, NodeCatalog, NodeCells};
 use seuil_engine::lineage::PERSONS_COLUMN;
 use seuil_engine::{Engine, EngineError, EngineOptions, NodeTraffic, User};
@@ -53,7 +52,6 @@ impl CellsRunner for InProcessNode {
         _query_id: &str,
         plan: Vec<u8>,
         _max_cells: usize,
-        _cancel: &Cancellation,
     ) -> Result<NodeCells, EngineError> {
         assert_eq!(node, self.name, "a plan was sent to the wrong node");
         self.plans_run.fetch_add(1, Ordering::SeqCst);

@@ -21,7 +21,6 @@ use datafusion::physical_plan::ExecutionPlan;
 use serde::{Deserialize, Serialize};
 use seuil_policies::{Policy, TableKind};
 
-use crate::cancellation::Cancellation;
 use crate::catalog::{DataCatalog, IndexOpening, PersonIndex};
 use crate::error::EngineError;
 use crate::release::NodeTraffic;
@@ -350,14 +349,14 @@ pub struct NodeCells {
 pub trait CellsRunner: Send + Sync + std::fmt::Debug {
     /// Runs `plan` (encoded by [`super::encode_cells_plan`]) on `node` for
     /// query `query_id`, and returns its cells, at most `max_cells` rows
-    /// of them (beyond, the limit's error, before more is received);
-    /// stops, and stops the node, when `cancel` fires.
+    /// of them (beyond, the limit's error, before more is received). A
+    /// query stopped (timeout, client gone) drops this future: dropping it
+    /// must stop the node's work too.
     async fn run(
         &self,
         node: &str,
         query_id: &str,
         plan: Vec<u8>,
         max_cells: usize,
-        cancel: &Cancellation,
     ) -> Result<NodeCells, EngineError>;
 }

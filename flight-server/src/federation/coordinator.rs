@@ -18,7 +18,6 @@ use async_trait::async_trait;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
-use seuil_engine::cancellation::Cancellation;
 use seuil_engine::federation::nodes::coordinator_catalog;
 use seuil_engine::federation::{CellsRunner, NodeCatalog, NodeCells};
 use seuil_engine::{Engine, EngineError, NodeTraffic};
@@ -305,9 +304,7 @@ impl FlightCellsRunner {
                     rows += batch.num_rows();
                     if rows > max_cells {
                         // Dropping the stream stops the node's work.
-                        return Err(EngineError::Limit(format!(
-                            "a released aggregate of the query has more than {max_cells} cells; group by fewer or coarser columns"
-                        )));
+                        return Err(EngineError::too_many_cells(max_cells));
                     }
                     batches.push(batch);
                 }
@@ -349,7 +346,6 @@ impl CellsRunner for FlightCellsRunner {
         query_id: &str,
         plan: Vec<u8>,
         max_cells: usize,
-        _cancel: &Cancellation,
     ) -> Result<NodeCells, EngineError> {
         // A query dropped (client gone, timeout) drops this future, which
         // resets the stream: the node stops its work.

@@ -27,17 +27,15 @@ use prost::Message;
 use seuil_engine::audit::{AuditRecord, Outcome};
 use seuil_engine::{Engine, EngineError, NodeTraffic};
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::wire::{CATALOG_ACTION, CellsTicket, StreamSummary};
 use crate::config::ServerConfig;
 use crate::server::audit::AuditLog;
-use crate::server::{status, tls};
+use crate::server::{Serving, serve_flight, status, tls};
 
 /// The name a node's audit lines give the node itself.
 const THIS_NODE: &str = "this node";
@@ -148,26 +146,11 @@ impl DataNode {
             pins: pins.map(Arc::new),
             timeout: Duration::from_secs(config.limits.query_timeout_seconds),
         };
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-        let local_addr = listener.local_addr()?;
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls_config) = tls_config {
-            builder = builder
-                .tls_config(tls_config)
-                .map_err(|e| anyhow::anyhow!("invalid TLS configuration: {e}"))?;
-        }
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let (shutdown, stop) = oneshot::channel::<()>();
-        let router = builder.add_service(FlightServiceServer::new(service));
-        let task = tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, async {
-                    stop.await.ok();
-                })
-                .await
-        });
+        let Serving {
+            local_addr,
+            shutdown,
+            task,
+        } = serve_flight(listen, tls_config, FlightServiceServer::new(service)).await?;
         tracing::info!(%local_addr, tls = config.tls.is_some(), "data node serving");
         Ok(RunningNode {
             local_addr,

@@ -39,7 +39,7 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use arrow_flight::flight_service_server::FlightServiceServer;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use seuil_engine::Engine;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -100,27 +100,16 @@ impl Server {
             config.limits.login_threads,
         )?;
         let service = SeuilFlightSql::new(engine, auth.clone(), audit.clone(), &config.limits)?;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-        let local_addr = listener.local_addr()?;
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = tls {
-            builder = builder
-                .tls_config(tls)
-                .map_err(|e| anyhow::anyhow!("invalid TLS configuration: {e}"))?;
-        }
-        // Small answers go out at once rather than waiting for more bytes.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let (shutdown, stop) = oneshot::channel::<()>();
-        let router = builder.add_service(FlightServiceServer::new(Gateway::new(service, auth)));
-        let task = tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, async {
-                    stop.await.ok();
-                })
-                .await
-        });
+        let Serving {
+            local_addr,
+            shutdown,
+            task,
+        } = serve_flight(
+            listen,
+            tls,
+            FlightServiceServer::new(Gateway::new(service, auth)),
+        )
+        .await?;
         tracing::info!(%local_addr, tls = config.tls.is_some(), "serving Flight SQL");
         Ok(RunningServer {
             local_addr,
@@ -130,6 +119,52 @@ impl Server {
             audit,
         })
     }
+}
+
+/// A Flight service bound and serving in the background: what the server
+/// and a data node (`crate::federation::node`) share.
+pub(crate) struct Serving {
+    /// The address bound.
+    pub local_addr: SocketAddr,
+    /// Stops accepting calls when sent to (or dropped).
+    pub shutdown: oneshot::Sender<()>,
+    /// The serving task.
+    pub task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// Binds `listen` and serves `service` on it, over TLS when `tls` is set,
+/// until [`Serving::shutdown`] fires.
+pub(crate) async fn serve_flight<T: FlightService>(
+    listen: SocketAddr,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    service: FlightServiceServer<T>,
+) -> anyhow::Result<Serving> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let local_addr = listener.local_addr()?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| anyhow::anyhow!("invalid TLS configuration: {e}"))?;
+    }
+    // Small answers go out at once rather than waiting for more bytes.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let router = builder.add_service(service);
+    let task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, async {
+                stop.await.ok();
+            })
+            .await
+    });
+    Ok(Serving {
+        local_addr,
+        shutdown,
+        task,
+    })
 }
 
 /// A server serving in the background.
