@@ -353,26 +353,7 @@ impl Engine {
         data: DataCatalog,
         options: EngineOptions,
     ) -> Result<Engine, EngineError> {
-        let root = match &options.person_index {
-            PersonIndexSetting::Off => None,
-            PersonIndexSetting::InDataFolder => Some(data.location.join(".seuil-index")),
-            PersonIndexSetting::Folder(folder) => Some(folder.clone()),
-        };
-        let data = match root {
-            None => data,
-            Some(root) => match PersonIndex::open_or_build(&policy, &data, &root).await {
-                // How long a build took is for the caller to tell
-                // (`PersonIndex::opening`): the CLI prints it.
-                Ok(index) => data.with_person_index(index),
-                Err(error) => {
-                    tracing::warn!(
-                        %error,
-                        "no person index: queries join each private table to its persons"
-                    );
-                    data
-                }
-            },
-        };
+        let data = person_index::attach(&policy, data, &options).await;
         Engine::new(policy, data, options)
     }
 

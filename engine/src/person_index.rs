@@ -58,6 +58,7 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::{DataCatalog, FileTable, IndexOpening, PersonIndex};
 use crate::error::EngineError;
+use crate::options::{EngineOptions, PersonIndexSetting};
 use crate::rules::person_lineage::ScanRewrite;
 
 pub use crate::lineage::PERSON_NUMBER;
@@ -72,6 +73,30 @@ const MANIFEST: &str = "manifest.json";
 /// Builds older than this that never completed (a crashed process) are
 /// removed by the next build.
 const ABANDONED_BUILD_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// `data` with its person index for `policy` attached, where the options
+/// put it. An index that cannot be built (a read-only folder, tables that
+/// are not files) is not an error: the engine then traces persons by
+/// joins, which gives the same results more slowly, and says so in the log.
+pub async fn attach(policy: &Policy, data: DataCatalog, options: &EngineOptions) -> DataCatalog {
+    let root = match &options.person_index {
+        PersonIndexSetting::Off => return data,
+        PersonIndexSetting::InDataFolder => data.location.join(".seuil-index"),
+        PersonIndexSetting::Folder(folder) => folder.clone(),
+    };
+    match PersonIndex::open_or_build(policy, &data, &root).await {
+        // How long a build took is for the caller to tell
+        // (`PersonIndex::opening`): the CLI prints it.
+        Ok(index) => data.with_person_index(index),
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                "no person index: queries join each private table to its persons"
+            );
+            data
+        }
+    }
+}
 
 impl PersonIndex {
     /// True when the index was built for the person and paths of `policy`.
@@ -237,9 +262,9 @@ async fn build(
     // Parquet stores the number in a few bits per row. One partition, so
     // that rows come in the order of their source and a rebuild of the same
     // data gives the same file.
-    let options = crate::options::EngineOptions {
+    let options = EngineOptions {
         target_partitions: Some(1),
-        ..crate::options::EngineOptions::default()
+        ..EngineOptions::default()
     };
     let ctx = crate::session::standalone_context(&options);
     let person_table = policy.person.table.as_str();
@@ -522,7 +547,7 @@ async fn open_keyed(
     data: &DataCatalog,
     folder: &Path,
 ) -> Result<BTreeMap<String, Arc<dyn TableProvider>>, EngineError> {
-    let ctx = crate::session::standalone_context(&crate::options::EngineOptions::default());
+    let ctx = crate::session::standalone_context(&EngineOptions::default());
     let mut tables = BTreeMap::new();
     for table in private_tables(policy, data) {
         let keyed = open_table(&ctx, table, folder).await?;

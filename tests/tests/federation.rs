@@ -20,11 +20,14 @@ use datafusion::logical_expr::{LogicalPlanBuilder, col};
 use futures::TryStreamExt;
 use seuil_engine::federation::{self, CellsRunner, NodeCatalog, NodeCells};
 use seuil_engine::lineage::PERSONS_COLUMN;
-use seuil_engine::{Engine, EngineError, EngineOptions, NodeTraffic, User};
+use seuil_engine::{DataCatalog, Engine, EngineError, EngineOptions, NodeTraffic, User};
 use seuil_policies::PolicySource;
 use seuil_tests::{open_engine, test_data};
 
 /// The tables of the health insurance's node, and the public code lists.
+/// The hospital agency's tables, and the public code lists.
+const HOSPITAL_TABLES: [&str; 5] = ["t_mco_b", "t_mco_c", "ref_cim10", "ref_atc", "ref_dpt"];
+
 const CNAM_TABLES: [&str; 7] = [
     "ir_ben_r",
     "er_prs_f",
@@ -82,24 +85,38 @@ fn copy_tables(from: &Path, to: &Path, tables: &[&str]) {
     }
 }
 
-/// A coordinator over one node holding `dir`'s tables.
-async fn coordinator(node: &Engine, plans_run: &Arc<AtomicUsize>) -> Engine {
+/// A coordinator over one node (`name`, an engine of this process) and,
+/// with `local`, that catalog's tables.
+async fn coordinator(
+    local: Option<DataCatalog>,
+    name: &str,
+    node: &Engine,
+    plans_run: &Arc<AtomicUsize>,
+) -> Result<Engine, EngineError> {
     let catalog = node.node_catalog().await.expect("node catalog");
     // What a node answers crosses the network as JSON.
     let catalog: NodeCatalog =
         serde_json::from_slice(&serde_json::to_vec(&catalog).expect("json")).expect("json");
-    let data = federation::nodes::coordinator_catalog(&[("cnam".to_string(), catalog)])
-        .expect("coordinator catalog");
+    let nodes = [(name.to_string(), catalog)];
+    let schema = federation::nodes::coordinator_data_schema(local.as_ref(), &nodes)?;
     let source = PolicySource::new("policies/snds.toml", seuil_policies::SNDS_POLICY);
-    let (policy, _) =
-        seuil_policies::load(&source, Some(&data.data_schema())).expect("policy over the nodes");
-    Engine::new(policy, data, EngineOptions::default())
-        .expect("coordinator engine")
-        .with_cells_runner(Arc::new(InProcessNode {
-            name: "cnam".into(),
-            engine: node.clone(),
-            plans_run: Arc::clone(plans_run),
-        }))
+    let (policy, _) = seuil_policies::load(&source, Some(&schema)).expect("policy over the nodes");
+    let local = match local {
+        Some(local) => Some(
+            seuil_engine::person_index::attach(&policy, local, &EngineOptions::default()).await,
+        ),
+        None => None,
+    };
+    let data = federation::nodes::coordinator_catalog(local.as_ref(), &nodes, &policy)?;
+    Ok(
+        Engine::new(policy, data, EngineOptions::default())?.with_cells_runner(Arc::new(
+            InProcessNode {
+                name: name.into(),
+                engine: node.clone(),
+                plans_run: Arc::clone(plans_run),
+            },
+        )),
+    )
 }
 
 async fn answer(engine: &Engine, user: &User, sql: &str) -> Result<String, String> {
@@ -134,7 +151,9 @@ async fn a_coordinator_releases_what_one_engine_over_all_the_data_releases() {
         .await
         .expect("node engine");
     let plans_run = Arc::new(AtomicUsize::new(0));
-    let coordinator = coordinator(&node, &plans_run).await;
+    let coordinator = coordinator(None, "cnam", &node, &plans_run)
+        .await
+        .expect("coordinator");
     let alice = User::new("alice", "researcher");
     let queries = [
         "SELECT ben_res_dpt, count(*) FROM ir_ben_r GROUP BY 1",
@@ -169,6 +188,99 @@ async fn a_coordinator_releases_what_one_engine_over_all_the_data_releases() {
             .await
             .is_err()
     );
+}
+
+/// Opens `dir` as a share of the tables, as `seuil serve --data DIR
+/// --node ...` does.
+async fn local_share(dir: &Path) -> DataCatalog {
+    DataCatalog::open(dir, &EngineOptions::default())
+        .await
+        .expect("local tables")
+        .as_share()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_with_local_tables_runs_their_cells_itself() {
+    let data = test_data(2_000, 5);
+    let local_dir = tempfile::tempdir().expect("local folder");
+    copy_tables(data.path(), local_dir.path(), &CNAM_TABLES);
+    let node_dir = tempfile::tempdir().expect("node folder");
+    copy_tables(data.path(), node_dir.path(), &HOSPITAL_TABLES);
+    let whole = open_engine(data.path()).await;
+    let source = PolicySource::new("policies/snds.toml", seuil_policies::SNDS_POLICY);
+    let (hospitals, _) = Engine::open_share(&source, node_dir.path(), EngineOptions::default())
+        .await
+        .expect("node engine");
+    let plans_run = Arc::new(AtomicUsize::new(0));
+    let local = local_share(local_dir.path()).await;
+    let coordinator = coordinator(Some(local), "hospitals", &hospitals, &plans_run)
+        .await
+        .expect("coordinator");
+    assert!(
+        coordinator.data().person_index().is_some(),
+        "the local tables are indexed by person"
+    );
+    let alice = User::new("alice", "researcher");
+    for sql in [
+        "SELECT ben_res_dpt, count(*) FROM ir_ben_r GROUP BY 1",
+        "SELECT prs_nat_ref, sum(prs_pai_mnt) FROM er_prs_f GROUP BY 1",
+        "SELECT r.libelle, count(*) FROM ir_imb_r i JOIN ref_cim10 r ON substr(i.med_mtf_cod, 1, 3) = r.code GROUP BY 1",
+    ] {
+        let expected = answer(&whole, &alice, sql).await;
+        assert!(expected.is_ok(), "{sql}: {expected:?}");
+        assert_eq!(answer(&coordinator, &alice, sql).await, expected, "{sql}");
+    }
+    assert_eq!(
+        plans_run.load(Ordering::SeqCst),
+        0,
+        "local tables' cells are computed here"
+    );
+    // Stays reach their persons through the local beneficiaries: persons
+    // of two places, refused for now, naming both.
+    let error = answer(
+        &coordinator,
+        &alice,
+        "SELECT substr(dgn_pal, 1, 1), count(*) FROM t_mco_b GROUP BY 1",
+    )
+    .await
+    .expect_err("a query over two places' persons");
+    assert!(
+        error.contains("hospitals") && error.contains("this coordinator"),
+        "{error}"
+    );
+    assert_eq!(plans_run.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_table_held_twice_is_refused_and_code_lists_are_not() {
+    let data = test_data(500, 7);
+    let node_dir = tempfile::tempdir().expect("node folder");
+    copy_tables(data.path(), node_dir.path(), &CNAM_TABLES);
+    let source = PolicySource::new("policies/snds.toml", seuil_policies::SNDS_POLICY);
+    let (cnam, _) = Engine::open_share(&source, node_dir.path(), EngineOptions::default())
+        .await
+        .expect("node engine");
+    let plans_run = Arc::new(AtomicUsize::new(0));
+    // Code lists here and on the node: either copy serves.
+    let lists_dir = tempfile::tempdir().expect("local folder");
+    copy_tables(data.path(), lists_dir.path(), &["ref_cim10", "ref_atc"]);
+    let local = local_share(lists_dir.path()).await;
+    coordinator(Some(local), "cnam", &cnam, &plans_run)
+        .await
+        .expect("code lists may be held twice");
+    // Claims here and on the node: a table split by rows, not served yet.
+    let claims_dir = tempfile::tempdir().expect("local folder");
+    copy_tables(data.path(), claims_dir.path(), &["er_prs_f", "ref_atc"]);
+    let local = local_share(claims_dir.path()).await;
+    match coordinator(Some(local), "cnam", &cnam, &plans_run).await {
+        Err(EngineError::Setup(message)) => assert!(
+            message.contains("er_prs_f")
+                && message.contains("this coordinator")
+                && message.contains("data node cnam"),
+            "{message}"
+        ),
+        other => panic!("a private table held twice was served: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -592,3 +592,70 @@ async fn a_coordinator_waits_for_a_node_that_is_not_up_yet() {
     );
     drop(coordinator);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_serves_its_own_folder_next_to_a_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let folders = dir.path().join("federated");
+    let (persons, seed) = (1_000, 9);
+    seuil_synth::generate_federated(
+        &seuil_synth::GenConfig {
+            persons,
+            seed,
+            out_dir: folders.clone(),
+        },
+        &|_| {},
+    )
+    .unwrap();
+    let whole_dir = test_data(persons, seed);
+    let whole = open_engine(whole_dir.path()).await;
+    let hospitals_config = config_file(
+        dir.path(),
+        "hospitals",
+        Some(&folders.join("hospitals")),
+        "",
+    );
+    let (_hospitals, hospitals_uri) = node(&hospitals_config);
+    let coordinator_config = config_file(
+        dir.path(),
+        "coordinator",
+        None,
+        &coordinator_extra(&[("hospitals", &hospitals_uri)]),
+    );
+    // `seuil serve --data cnam/ --node hospitals=...`: the health
+    // insurance's tables are read by the coordinator itself.
+    let cnam = folders.join("cnam");
+    let args = [
+        "serve".as_ref(),
+        "--config".as_ref(),
+        coordinator_config.as_os_str(),
+        "--data".as_ref(),
+        cnam.as_os_str(),
+    ];
+    let (_coordinator, uri) = server_common::spawn_announcing(
+        &args,
+        "seuil: serving Flight SQL on ",
+        std::process::Stdio::inherit(),
+    );
+    let mut alice = login(channel(&uri).await, "alice").await;
+    for sql in [
+        "SELECT ben_res_dpt, count(*) FROM ir_ben_r GROUP BY 1",
+        "SELECT pha_atc_cla, sum(pha_act_qsn) FROM er_pha_f GROUP BY 1",
+    ] {
+        let (expected, _) = whole_answer(&whole, "researcher", sql).await.unwrap();
+        let batches = query(&mut alice, sql).await.unwrap();
+        let metadata = batches[0].schema().metadata().clone();
+        assert_eq!(answer(&batches, &metadata), expected, "{sql}");
+        assert!(
+            !metadata.contains_key("seuil.nodes"),
+            "{sql}: no node took part: {metadata:?}"
+        );
+    }
+    let stays = "SELECT substr(dgn_pal, 1, 1) AS chapter, count(*) FROM t_mco_b GROUP BY 1";
+    let error = query(&mut alice, stays).await.unwrap_err();
+    assert_eq!(code(&error), tonic::Code::InvalidArgument, "{error}");
+    assert!(
+        error.to_string().contains("hospitals") && error.to_string().contains("this coordinator"),
+        "{error}"
+    );
+}

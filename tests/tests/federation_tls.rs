@@ -156,7 +156,7 @@ async fn only_the_pinned_coordinator_gets_answers_over_mutual_tls() {
         name: "cnam".into(),
         url: format!("grpc+tls://127.0.0.1:{}", node.local_addr().port()),
     }];
-    let coordinator = open_coordinator(&config).await.unwrap();
+    let coordinator = open_coordinator(&config, None).await.unwrap();
     let result = coordinator
         .query(
             &User::new("alice", "researcher"),

@@ -95,7 +95,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
             url: hospitals.uri(),
         },
     ];
-    let coordinator = open_coordinator(&config).await?;
+    let coordinator = open_coordinator(&config, None).await?;
     let user = User::new("bench", "researcher");
     let mut measurements = Vec::new();
     let mut ratios = Vec::new();

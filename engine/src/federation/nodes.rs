@@ -19,7 +19,7 @@ use datafusion::datasource::TableType;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 use serde::{Deserialize, Serialize};
-use seuil_policies::{Policy, TableKind};
+use seuil_policies::{DataSchema, Policy, TableKind};
 
 use crate::catalog::{DataCatalog, IndexOpening, PersonIndex};
 use crate::error::EngineError;
@@ -203,25 +203,70 @@ impl TableProvider for RemoteTable {
     }
 }
 
-/// The coordinator's catalog over its nodes' tables: each table is read on
-/// the node that holds it, keyed copies included. A table two nodes hold
-/// (a table split by rows) is for a later version and refused here.
-pub fn coordinator_catalog(nodes: &[(String, NodeCatalog)]) -> Result<DataCatalog, EngineError> {
+/// Where the coordinator's tables are held, for a message.
+const THIS_COORDINATOR: &str = "this coordinator";
+
+/// What the policy of a coordinator is validated against: its local tables
+/// (if any) and its nodes'. Tables several hold are checked by
+/// [`coordinator_catalog`], once the policy says which are public.
+pub fn coordinator_data_schema(
+    local: Option<&DataCatalog>,
+    nodes: &[(String, NodeCatalog)],
+) -> Result<DataSchema, EngineError> {
+    Ok(merge(local, nodes, &|_| true)?.data_schema())
+}
+
+/// The coordinator's catalog over its local tables (if any, with their
+/// person index) and its nodes': each table is read where it is held,
+/// keyed copies included. Public code lists may be held by several (any
+/// copy serves, the local one first); a private table two hold (a table
+/// split by rows) is for a later version and refused here.
+pub fn coordinator_catalog(
+    local: Option<&DataCatalog>,
+    nodes: &[(String, NodeCatalog)],
+    policy: &Policy,
+) -> Result<DataCatalog, EngineError> {
+    merge(local, nodes, &|table| {
+        policy
+            .table(table)
+            .is_some_and(|t| t.kind == TableKind::Public)
+    })
+}
+
+fn merge(
+    local: Option<&DataCatalog>,
+    nodes: &[(String, NodeCatalog)],
+    is_public: &dyn Fn(&str) -> bool,
+) -> Result<DataCatalog, EngineError> {
     let mut tables: BTreeMap<String, Arc<dyn TableProvider>> = BTreeMap::new();
     let mut keyed: BTreeMap<String, Arc<dyn TableProvider>> = BTreeMap::new();
-    let mut holders: BTreeMap<(String, bool), String> = BTreeMap::new();
-    let mut lineage: Option<String> = None;
-    for (node, catalog) in nodes {
-        for table in &catalog.tables {
-            if let Some(other) = holders.insert((table.name.clone(), table.keyed), node.clone()) {
-                // Public code lists may be on every node: any copy serves.
-                if table.keyed {
-                    return Err(EngineError::Setup(format!(
-                        "data nodes {other} and {node} both hold persons of table {}; tables split across nodes are not served yet",
-                        table.name
-                    )));
-                }
+    let mut holders: BTreeMap<String, String> = BTreeMap::new();
+    let mut lineages: Vec<(String, String)> = Vec::new();
+    let mut hold = |table: &str, holder: &str| -> Result<bool, EngineError> {
+        match holders.get(table) {
+            None => {
+                holders.insert(table.to_string(), holder.to_string());
+                Ok(true)
             }
+            Some(_) if is_public(table) => Ok(false),
+            Some(other) => Err(EngineError::Setup(format!(
+                "{other} and {holder} both hold table {table}; private tables split across data nodes are not served yet"
+            ))),
+        }
+    };
+    if let Some(local) = local {
+        for (name, provider) in local.tables() {
+            hold(name, THIS_COORDINATOR)?;
+            tables.insert(name.clone(), Arc::clone(provider));
+        }
+        if let Some(index) = local.person_index() {
+            keyed.extend(index.tables.iter().map(|(n, t)| (n.clone(), Arc::clone(t))));
+            lineages.push((THIS_COORDINATOR.to_string(), index.lineage.clone()));
+        }
+    }
+    for (node, catalog) in nodes {
+        let holder = format!("data node {node}");
+        for table in &catalog.tables {
             let provider: Arc<dyn TableProvider> = match &table.public_rows {
                 // A public code list: the coordinator holds its rows.
                 Some(rows) => {
@@ -239,35 +284,45 @@ pub fn coordinator_catalog(nodes: &[(String, NodeCatalog)]) -> Result<DataCatalo
                     schema: schema_from_bytes(&table.schema)?,
                 }),
             };
-            let into = if table.keyed { &mut keyed } else { &mut tables };
-            into.entry(table.name.clone()).or_insert(provider);
-        }
-        if let Some(digest) = &catalog.lineage {
-            match &lineage {
-                Some(existing) if existing != digest => {
-                    return Err(EngineError::Setup(format!(
-                        "data node {node}'s person index was built for other person paths than another node's"
-                    )));
-                }
-                _ => lineage = Some(digest.clone()),
+            if table.keyed {
+                // A keyed copy comes with its raw table, checked below.
+                keyed.entry(table.name.clone()).or_insert(provider);
+            } else if hold(&table.name, &holder)? {
+                tables.insert(table.name.clone(), provider);
             }
         }
+        if let Some(digest) = &catalog.lineage {
+            lineages.push((holder, digest.clone()));
+        }
     }
-    let location = PathBuf::from(format!(
-        "nodes:{}",
-        nodes
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
-    ));
+    if let Some((first, lineage)) = lineages.first()
+        && let Some((other, _)) = lineages.iter().find(|(_, l)| l != lineage)
+    {
+        return Err(EngineError::Setup(format!(
+            "the person indexes of {first} and {other} were built for other person paths"
+        )));
+    }
+    let mut places: Vec<&str> = Vec::new();
+    if local.is_some() {
+        places.push(THIS_COORDINATOR);
+    }
+    places.extend(nodes.iter().map(|(n, _)| n.as_str()));
+    let location = match local {
+        Some(local) => PathBuf::from(format!(
+            "{}+nodes:{}",
+            local.location.display(),
+            places[1..].join(",")
+        )),
+        None => PathBuf::from(format!("nodes:{}", places.join(","))),
+    };
     let data = DataCatalog::from_tables(location.clone(), tables).as_share();
-    Ok(match lineage {
-        Some(lineage) if !keyed.is_empty() => data.with_person_index(PersonIndex {
-            folder: location,
+    let local_index = local.and_then(|l| l.person_index());
+    Ok(match lineages.into_iter().next() {
+        Some((_, lineage)) if !keyed.is_empty() => data.with_person_index(PersonIndex {
+            folder: local_index.map_or(location, |index| index.folder.clone()),
             lineage,
             tables: keyed,
-            opening: IndexOpening::Reused,
+            opening: local_index.map_or(IndexOpening::Reused, |index| index.opening.clone()),
         }),
         _ => data,
     })
@@ -325,7 +380,7 @@ pub fn node_of(
         (nodes, _) => {
             let mut names: Vec<String> = nodes.to_vec();
             if local {
-                names.push("this server".into());
+                names.push(THIS_COORDINATOR.into());
             }
             Err(EngineError::InvalidQuery(format!(
                 "the query needs private tables of {}: a query over several data nodes' persons is not served yet",

@@ -116,7 +116,7 @@ fn engine_options(config: &ServerConfig) -> EngineOptions {
 }
 
 /// Tells how long building the person index took, and the policy's warnings.
-fn report_opening(
+pub(crate) fn report_opening(
     config: &ServerConfig,
     engine: &Engine,
     source: &PolicySource,

@@ -18,9 +18,9 @@ use async_trait::async_trait;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
-use seuil_engine::federation::nodes::coordinator_catalog;
+use seuil_engine::federation::nodes::{coordinator_catalog, coordinator_data_schema};
 use seuil_engine::federation::{CellsRunner, NodeCatalog, NodeCells};
-use seuil_engine::{Engine, EngineError, NodeTraffic};
+use seuil_engine::{DataCatalog, Engine, EngineError, NodeTraffic};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -163,23 +163,38 @@ async fn learn(config: &ServerConfig) -> anyhow::Result<Vec<Arc<Node>>> {
     Ok(nodes)
 }
 
-/// The coordinator's engine over the configured nodes' tables: the policy
-/// is checked against what the nodes hold, and cells plans go to them.
-pub async fn open_coordinator(config: &ServerConfig) -> anyhow::Result<Engine> {
+/// The coordinator's engine over the configured nodes' tables and, with
+/// `local`, the Parquet tables of that folder (with their person index,
+/// built here): the policy is checked against what all of them hold, cells
+/// plans of the nodes' tables go to the nodes, those of local tables run
+/// here.
+pub async fn open_coordinator(
+    config: &ServerConfig,
+    local: Option<&std::path::Path>,
+) -> anyhow::Result<Engine> {
+    let options = crate::cli::data::coordinator_options(config);
+    // Local tables are opened first: a wrong folder is reported before
+    // waiting for nodes.
+    let local = match local {
+        Some(dir) => Some(DataCatalog::open(dir, &options).await?.as_share()),
+        None => None,
+    };
     let nodes = learn(config).await?;
     let catalogs: Vec<(String, NodeCatalog)> = nodes
         .iter()
         .map(|n| (n.name.clone(), n.catalog.clone()))
         .collect();
-    let data = coordinator_catalog(&catalogs)?;
     let source = crate::cli::data::policy_source(config.server.policy.as_deref())?;
-    let (policy, warnings) = seuil_policies::load(&source, Some(&data.data_schema()))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if !warnings.0.is_empty() {
-        eprintln!("{}", warnings.render(&source));
-    }
-    let options = crate::cli::data::coordinator_options(config);
+    let schema = coordinator_data_schema(local.as_ref(), &catalogs)?;
+    let (policy, warnings) =
+        seuil_policies::load(&source, Some(&schema)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let local = match local {
+        Some(local) => Some(seuil_engine::person_index::attach(&policy, local, &options).await),
+        None => None,
+    };
+    let data = coordinator_catalog(local.as_ref(), &catalogs, &policy)?;
     let engine = Engine::new(policy, data, options)?;
+    crate::cli::data::report_opening(config, &engine, &source, &warnings);
     config.check_roles(engine.policy())?;
     let runner = FlightCellsRunner {
         nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),

@@ -24,7 +24,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub insecure: bool,
     /// A data node to coordinate, as NAME=URL (repeatable; adds to the
-    /// configuration's `[[nodes]]`): queries of its tables run there.
+    /// configuration's `[[nodes]]`): queries of its tables run there. With
+    /// `--data`, that folder's tables are served too, from this process.
     #[arg(long = "node", value_name = "NAME=URL")]
     pub nodes: Vec<String>,
 }
@@ -83,12 +84,9 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let engine = if config.nodes.is_empty() {
         open_engine(&config).await?
     } else {
-        if args.data.data.is_some() {
-            anyhow::bail!(
-                "--data with --node: a coordinator over data nodes and local tables at once is not served yet; serve the local tables with `seuil node` too"
-            );
-        }
-        crate::federation::coordinator::open_coordinator(&config).await?
+        // Local tables next to the nodes' only when asked for: the
+        // default data folder is the demo's.
+        crate::federation::coordinator::open_coordinator(&config, args.data.data.as_deref()).await?
     };
     let server = Server::new(engine, config)
         .insecure(args.insecure)
