@@ -146,10 +146,7 @@ async fn a_coordinator_releases_what_one_engine_over_all_the_data_releases() {
     let node_dir = tempfile::tempdir().expect("node folder");
     copy_tables(data.path(), node_dir.path(), &CNAM_TABLES);
     let whole = open_engine(data.path()).await;
-    let source = PolicySource::new("policies/snds.toml", seuil_policies::SNDS_POLICY);
-    let (node, _) = Engine::open_share(&source, node_dir.path(), EngineOptions::default())
-        .await
-        .expect("node engine");
+    let node = node_engine(node_dir.path()).await;
     let plans_run = Arc::new(AtomicUsize::new(0));
     let coordinator = coordinator(None, "cnam", &node, &plans_run)
         .await
@@ -190,6 +187,15 @@ async fn a_coordinator_releases_what_one_engine_over_all_the_data_releases() {
     );
 }
 
+/// A data node's engine over `dir`, as `seuil node --data DIR` opens it.
+async fn node_engine(dir: &Path) -> Engine {
+    let source = PolicySource::new("policies/snds.toml", seuil_policies::SNDS_POLICY);
+    let (engine, _) = Engine::open_share(&source, dir, EngineOptions::default())
+        .await
+        .expect("node engine");
+    engine
+}
+
 /// Opens `dir` as a share of the tables, as `seuil serve --data DIR
 /// --node ...` does.
 async fn local_share(dir: &Path) -> DataCatalog {
@@ -207,10 +213,7 @@ async fn a_coordinator_with_local_tables_runs_their_cells_itself() {
     let node_dir = tempfile::tempdir().expect("node folder");
     copy_tables(data.path(), node_dir.path(), &HOSPITAL_TABLES);
     let whole = open_engine(data.path()).await;
-    let source = PolicySource::new("policies/snds.toml", seuil_policies::SNDS_POLICY);
-    let (hospitals, _) = Engine::open_share(&source, node_dir.path(), EngineOptions::default())
-        .await
-        .expect("node engine");
+    let hospitals = node_engine(node_dir.path()).await;
     let plans_run = Arc::new(AtomicUsize::new(0));
     let local = local_share(local_dir.path()).await;
     let coordinator = coordinator(Some(local), "hospitals", &hospitals, &plans_run)
@@ -256,10 +259,7 @@ async fn a_private_table_held_twice_is_refused_and_code_lists_are_not() {
     let data = test_data(500, 7);
     let node_dir = tempfile::tempdir().expect("node folder");
     copy_tables(data.path(), node_dir.path(), &CNAM_TABLES);
-    let source = PolicySource::new("policies/snds.toml", seuil_policies::SNDS_POLICY);
-    let (cnam, _) = Engine::open_share(&source, node_dir.path(), EngineOptions::default())
-        .await
-        .expect("node engine");
+    let cnam = node_engine(node_dir.path()).await;
     let plans_run = Arc::new(AtomicUsize::new(0));
     // Code lists here and on the node: either copy serves.
     let lists_dir = tempfile::tempdir().expect("local folder");

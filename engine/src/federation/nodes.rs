@@ -302,19 +302,15 @@ fn merge(
             "the person indexes of {first} and {other} were built for other person paths"
         )));
     }
-    let mut places: Vec<&str> = Vec::new();
-    if local.is_some() {
-        places.push(THIS_COORDINATOR);
-    }
-    places.extend(nodes.iter().map(|(n, _)| n.as_str()));
-    let location = match local {
-        Some(local) => PathBuf::from(format!(
+    let node_names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+    let location = PathBuf::from(match local {
+        Some(local) => format!(
             "{}+nodes:{}",
             local.location.display(),
-            places[1..].join(",")
-        )),
-        None => PathBuf::from(format!("nodes:{}", places.join(","))),
-    };
+            node_names.join(",")
+        ),
+        None => format!("nodes:{}", node_names.join(",")),
+    });
     let data = DataCatalog::from_tables(location.clone(), tables).as_share();
     let local_index = local.and_then(|l| l.person_index());
     Ok(match lineages.into_iter().next() {
