@@ -118,7 +118,7 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
@@ -164,6 +164,47 @@ pub struct PreparedQuery {
     pub parameters: SchemaRef,
     /// The schema of the result, with the static release metadata.
     pub result: SchemaRef,
+}
+
+/// A query checked for one user and kept to be run once by the engine that
+/// checked it ([`Engine::check_before`], [`Engine::run_checked_before`]), so
+/// that it is not planned and rewritten again: what a Flight SQL
+/// `GetFlightInfo` found, for its `DoGet`.
+pub struct CheckedQuery {
+    user: User,
+    sql: String,
+    prepared: PreparedQuery,
+    /// The engine that checked it: the rewrite is reused there only.
+    engine: std::sync::Weak<EngineInner>,
+    /// The rewrite, for a query without parameters (one with parameters is
+    /// rewritten again with their values).
+    rewritten: Option<rewrite::RewrittenQuery>,
+}
+
+impl CheckedQuery {
+    /// Who the query was checked for.
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+
+    /// The query's text.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// Its parameters and result schema.
+    pub fn prepared(&self) -> &PreparedQuery {
+        &self.prepared
+    }
+}
+
+impl std::fmt::Debug for CheckedQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckedQuery")
+            .field("user", &self.user)
+            .field("kept_rewrite", &self.rewritten.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The result of a query: released cells as a stream, and the release report.
@@ -517,15 +558,24 @@ impl Engine {
         let setup = self.role(user)?;
         let plan =
             query::plan_user_query(&setup.runtime.ctx, sql, &self.inner.options, params).await?;
-        let rewritten = rewrite::PrivacyRewrite::new(
+        let rewritten = self.rewrite_plan(&setup, &plan)?;
+        Ok((setup, rewritten))
+    }
+
+    /// The privacy rewrite of a planned query, for the role of `setup`.
+    fn rewrite_plan(
+        &self,
+        setup: &RoleSetup<'_>,
+        plan: &LogicalPlan,
+    ) -> Result<rewrite::RewrittenQuery, EngineError> {
+        rewrite::PrivacyRewrite::new(
             &self.inner.policy,
             setup.role,
             &self.inner.data,
             &setup.runtime.row_filters,
             setup.mechanism.cells_needs(),
         )
-        .run(&plan)?;
-        Ok((setup, rewritten))
+        .run(plan)
     }
 
     /// Checks a query without running it, for prepared statements: its
@@ -544,17 +594,29 @@ impl Engine {
         sql: &str,
         deadline: Option<Deadline>,
     ) -> Result<PreparedQuery, EngineError> {
+        Ok(self.check_before(user, sql, deadline).await?.prepared)
+    }
+
+    /// Checks a query as [`Engine::prepare_before`] does, and keeps what the
+    /// check found so that [`Engine::run_checked_before`] runs it without
+    /// planning it again.
+    pub async fn check_before(
+        &self,
+        user: &User,
+        sql: &str,
+        deadline: Option<Deadline>,
+    ) -> Result<CheckedQuery, EngineError> {
         let record = AuditRecord::new(&user.name, &user.role, sql, Outcome::Error);
         match within(deadline, self.check(user, sql)).await {
-            Ok(prepared) => Ok(prepared),
+            Ok(checked) => Ok(checked),
             Err(error) => Err(self.audit_failure(record, error).await),
         }
     }
 
-    async fn check(&self, user: &User, sql: &str) -> Result<PreparedQuery, EngineError> {
+    async fn check(&self, user: &User, sql: &str) -> Result<CheckedQuery, EngineError> {
         let setup = self.role(user)?;
-        let plan = query::plan_statement(&setup.runtime.ctx, sql, &self.inner.options).await?;
-        let fields = query::parameter_fields(&plan)?;
+        let statement = query::plan_statement(&setup.runtime.ctx, sql, &self.inner.options).await?;
+        let fields = query::parameter_fields(&statement)?;
         // Typed NULLs stand for the parameters while the rewrite checks the query.
         let placeholders: Vec<ScalarValue> = fields
             .iter()
@@ -582,13 +644,20 @@ impl Engine {
                 })
                 .collect::<Vec<_>>(),
         ));
-        let (_, rewritten) = self.rewrite(user, sql, &placeholders).await?;
+        let plan = query::prepare_statement_plan(&setup.runtime.ctx, statement, &placeholders)?;
+        let rewritten = self.rewrite_plan(&setup, &plan)?;
         let report = ReleaseReport::new(&self.inner.policy, setup.role);
         let result = Arc::new(Schema::new_with_metadata(
             rewritten.plan.schema().as_arrow().fields().clone(),
             report.static_metadata(),
         ));
-        Ok(PreparedQuery { parameters, result })
+        Ok(CheckedQuery {
+            user: user.clone(),
+            sql: sql.to_string(),
+            prepared: PreparedQuery { parameters, result },
+            engine: Arc::downgrade(&self.inner),
+            rewritten: fields.is_empty().then_some(rewritten),
+        })
     }
 
     /// Runs a query for a user: checks and rewrites it, computes and
@@ -618,12 +687,44 @@ impl Engine {
         params: Vec<ScalarValue>,
         deadline: Option<Deadline>,
     ) -> Result<QueryResult, EngineError> {
+        self.query_audited(user, sql, params, None, deadline).await
+    }
+
+    /// Runs a query that this engine checked ([`Engine::check_before`]),
+    /// stopped at `deadline` if it has one, with the rewrite the check kept
+    /// (a query checked by another engine is planned again). It is audited
+    /// as [`Engine::query_before`] audits.
+    pub async fn run_checked_before(
+        &self,
+        checked: CheckedQuery,
+        deadline: Option<Deadline>,
+    ) -> Result<QueryResult, EngineError> {
+        let CheckedQuery {
+            user,
+            sql,
+            engine,
+            rewritten,
+            ..
+        } = checked;
+        let kept = rewritten.filter(|_| std::ptr::eq(engine.as_ptr(), Arc::as_ptr(&self.inner)));
+        self.query_audited(&user, &sql, Vec::new(), kept, deadline)
+            .await
+    }
+
+    async fn query_audited(
+        &self,
+        user: &User,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        kept: Option<rewrite::RewrittenQuery>,
+        deadline: Option<Deadline>,
+    ) -> Result<QueryResult, EngineError> {
         let started = AuditRecord::started(&user.name, &user.role, sql, &params);
         // On disk before the engine runs: a query that brings the process
         // down leaves this line.
         self.audit(started.clone()).await?;
         let query_id = started.query_id.clone().unwrap_or_default();
-        match within(deadline, self.run(user, sql, params, &query_id)).await {
+        match within(deadline, self.run(user, sql, params, kept, &query_id)).await {
             Ok(result) => {
                 let ended = started
                     .next(Outcome::Ok)
@@ -642,10 +743,14 @@ impl Engine {
         user: &User,
         sql: &str,
         params: Vec<ScalarValue>,
+        kept: Option<rewrite::RewrittenQuery>,
         query_id: &str,
     ) -> Result<QueryResult, EngineError> {
         let started = Instant::now();
-        let (setup, rewritten) = self.rewrite(user, sql, &params).await?;
+        let (setup, rewritten) = match kept {
+            Some(rewritten) => (self.role(user)?, rewritten),
+            None => self.rewrite(user, sql, &params).await?,
+        };
         let mut timings = QueryTimings {
             planning: started.elapsed(),
             ..QueryTimings::default()

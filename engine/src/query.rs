@@ -87,6 +87,16 @@ pub(crate) async fn plan_user_query(
     params: &[ScalarValue],
 ) -> Result<LogicalPlan, EngineError> {
     let plan = plan_statement(ctx, sql, options).await?;
+    prepare_statement_plan(ctx, plan, params)
+}
+
+/// [`plan_user_query`] from the plan of the statement ([`plan_statement`]),
+/// for callers that planned it already.
+pub(crate) fn prepare_statement_plan(
+    ctx: &SessionContext,
+    plan: LogicalPlan,
+    params: &[ScalarValue],
+) -> Result<LogicalPlan, EngineError> {
     let plan = if params.is_empty() {
         plan
     } else {

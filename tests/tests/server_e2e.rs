@@ -87,6 +87,62 @@ async fn a_query_streams_the_same_cells_as_the_engine_with_release_metadata() {
 }
 
 #[tokio::test]
+async fn a_ticket_runs_its_kept_check_once_and_only_for_its_user() {
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    let mut alice = login(channel(&server).await, "alice").await;
+    let expected = pretty(&query(&mut alice, BY_DEPARTEMENT).await.unwrap());
+
+    // The first DoGet runs the check GetFlightInfo kept; a second one of the
+    // same ticket (a client's retry) plans the query again, same cells.
+    let info = alice.execute(BY_DEPARTEMENT.into(), None).await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    for _ in 0..2 {
+        let batches: Vec<RecordBatch> = alice
+            .do_get(ticket.clone())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(pretty(&batches), expected);
+    }
+
+    // Another user holding alice's ticket gets what their own query gets:
+    // alice's check is not theirs.
+    let info = alice.execute(BY_DEPARTEMENT.into(), None).await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut bob = login(channel(&server).await, "bob").await;
+    let own = query(&mut bob, BY_DEPARTEMENT).await;
+    let borrowed = match bob.do_get(ticket.clone()).await {
+        Ok(stream) => stream.try_collect::<Vec<_>>().await,
+        Err(error) => Err(error),
+    };
+    match (own, borrowed) {
+        (Err(own), Err(borrowed)) => {
+            assert_eq!(code(&own), code(&borrowed));
+            assert_eq!(own.to_string(), borrowed.to_string());
+        }
+        (Ok(own), Ok(borrowed)) => {
+            let mode = |b: &[RecordBatch]| b[0].schema().metadata()["seuil.mode"].clone();
+            assert_eq!(mode(&own), mode(&borrowed));
+            assert_ne!(mode(&borrowed), "threshold");
+        }
+        (own, borrowed) => panic!("bob's own query: {own:?}; with alice's ticket: {borrowed:?}"),
+    }
+    // Bob's attempt did not take alice's kept check: her ticket still runs.
+    let batches: Vec<RecordBatch> = alice
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(pretty(&batches), expected);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_prepared_statement_binds_a_parameter() {
     let fixture = Fixture::new();
     let server = fixture.start().await;

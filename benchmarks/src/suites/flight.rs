@@ -54,14 +54,16 @@ enum Side {
 
 /// A connection of one side.
 enum Connection {
-    InProcess(Engine),
+    /// The engine, and the phases of each query it ran (milliseconds:
+    /// planning, cells, release rules, the rest of the plan's stream).
+    InProcess(Engine, Vec<[f64; 4]>),
     Flight(Box<FlightSqlServiceClient<Channel>>),
 }
 
 impl Side {
     async fn connect(&self) -> anyhow::Result<Connection> {
         Ok(match self {
-            Side::InProcess(engine) => Connection::InProcess(engine.clone()),
+            Side::InProcess(engine) => Connection::InProcess(engine.clone(), Vec::new()),
             Side::Flight(address) => {
                 let channel = Endpoint::from_shared(address.clone())?.connect().await?;
                 let mut client = FlightSqlServiceClient::new(channel);
@@ -76,11 +78,27 @@ impl Connection {
     /// Runs the small query to its last batch; returns the rows.
     async fn run(&mut self) -> anyhow::Result<usize> {
         let batches = match self {
-            Connection::InProcess(engine) => {
+            Connection::InProcess(engine, phases) => {
+                let started = Instant::now();
                 let result = engine
                     .query(&User::new("alice", "researcher"), SMALL_QUERY)
                     .await?;
-                result.stream.try_collect::<Vec<_>>().await?
+                let timings = result.timings;
+                let streaming = Instant::now();
+                let batches = result.stream.try_collect::<Vec<_>>().await?;
+                let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+                let accounted = timings.planning + timings.computing_cells + timings.release_rules;
+                // What the three phases leave of the call: audit, the
+                // release step's hand-offs, planning the rest of the plan.
+                let other = ms(streaming.duration_since(started).saturating_sub(accounted))
+                    + ms(streaming.elapsed());
+                phases.push([
+                    ms(timings.planning),
+                    ms(timings.computing_cells),
+                    ms(timings.release_rules),
+                    other,
+                ]);
+                batches
             }
             Connection::Flight(client) => {
                 let info = client.execute(SMALL_QUERY.to_string(), None).await?;
@@ -107,11 +125,15 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-/// Latencies in milliseconds, sorted.
-async fn latencies(side: &Side, runs: usize) -> anyhow::Result<Vec<f64>> {
+/// Latencies in milliseconds, sorted, and for the in-process side the
+/// median of each phase of the timed runs.
+async fn latencies(side: &Side, runs: usize) -> anyhow::Result<(Vec<f64>, Option<[f64; 4]>)> {
     let mut connection = side.connect().await?;
     for _ in 0..5 {
         connection.run().await?;
+    }
+    if let Connection::InProcess(_, phases) = &mut connection {
+        phases.clear();
     }
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
@@ -120,7 +142,15 @@ async fn latencies(side: &Side, runs: usize) -> anyhow::Result<Vec<f64>> {
         times.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     times.sort_by(f64::total_cmp);
-    Ok(times)
+    let phases = match &connection {
+        Connection::InProcess(_, phases) => Some(std::array::from_fn(|i| {
+            let mut column: Vec<f64> = phases.iter().map(|p| p[i]).collect();
+            column.sort_by(f64::total_cmp);
+            quantile(&column, 0.5)
+        })),
+        Connection::Flight(_) => None,
+    };
+    Ok((times, phases))
 }
 
 /// Queries per second with `clients` concurrent clients for `seconds`.
@@ -175,8 +205,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
     let flight = Side::Flight(format!("http://{}", server.local_addr()));
 
     let mut measurements = Vec::new();
-    let local = latencies(&in_process, args.runs).await?;
-    let remote = latencies(&flight, args.runs).await?;
+    let (local, phases) = latencies(&in_process, args.runs).await?;
+    let (remote, _) = latencies(&flight, args.runs).await?;
     let mut summary = Vec::new();
     for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
         let (local_ms, remote_ms) = (quantile(&local, q), quantile(&remote, q));
@@ -194,6 +224,19 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
             format!("latency {label} flight / in-process"),
             format!("{ratio:.2}"),
         ));
+    }
+    if let Some([planning, cells, release, other]) = phases {
+        measurements.push(Measurement {
+            name: "in-process phases p50 (ms)".into(),
+            values: vec![
+                ("planning_ms".into(), planning),
+                ("cells_ms".into(), cells),
+                ("release_ms".into(), release),
+                ("other_ms".into(), other),
+            ],
+            ratio: None,
+            ratios: Vec::new(),
+        });
     }
     for clients in CLIENTS {
         let local_qps = throughput(&in_process, clients, args.seconds).await?;

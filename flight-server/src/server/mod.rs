@@ -25,6 +25,7 @@
 pub mod audit;
 pub mod auth;
 pub mod gateway;
+pub mod kept;
 pub mod limits;
 pub mod logins;
 pub mod metadata;

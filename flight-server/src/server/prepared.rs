@@ -35,6 +35,9 @@ pub struct Statement {
     pub result: SchemaRef,
     /// The values bound by the last `DoPut`.
     pub bound: Option<Vec<ScalarValue>>,
+    /// The id of its check in [`super::kept::KeptChecks`], for its first
+    /// run (a statement without parameters).
+    pub kept: Option<String>,
     last_used: Instant,
 }
 
@@ -47,6 +50,7 @@ impl Statement {
             parameters,
             result,
             bound: None,
+            kept: None,
             last_used: Instant::now(),
         }
     }

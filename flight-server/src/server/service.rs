@@ -43,12 +43,13 @@ use datafusion::scalar::ScalarValue;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
 use prost::bytes::Bytes;
-use seuil_engine::{Engine, EngineError, ErrorKind, PreparedQuery, QueryResult, Rule};
+use seuil_engine::{CheckedQuery, Engine, EngineError, ErrorKind, QueryResult, Rule};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::audit::{AuditLog, AuditRecord, Outcome};
 use super::auth::{AUTHORIZATION, Authenticator, Session};
+use super::kept::{KeptChecks, ticket_content};
 use super::limits::{Deadline, LimitedStream, QuerySlots};
 use super::params::{bind, number_question_marks};
 use super::prepared::{Statement, Statements};
@@ -67,6 +68,7 @@ pub struct SeuilFlightSql {
     audit: AuditLog,
     slots: QuerySlots,
     statements: Statements,
+    kept: KeptChecks,
     sql_info: Arc<SqlInfoData>,
     xdbc: Arc<XdbcTypeInfoData>,
     query_timeout_seconds: u64,
@@ -179,6 +181,7 @@ impl SeuilFlightSql {
                 std::time::Duration::from_secs(limits.queue_wait_seconds),
             ),
             statements: Statements::default(),
+            kept: KeptChecks::default(),
             sql_info: Arc::new(metadata::sql_info(limits.max_sql_bytes)?),
             xdbc: Arc::new(metadata::xdbc_type_info()?),
             query_timeout_seconds: limits.query_timeout_seconds,
@@ -202,10 +205,11 @@ impl SeuilFlightSql {
             .await
     }
 
-    /// Checks a query without running it: its result and parameter schemas.
-    /// The check plans the query, so it takes a slot and has a deadline too;
-    /// the engine audits a failed check.
-    async fn check(&self, session: &Session, sql: &str) -> Result<PreparedQuery, Status> {
+    /// Checks a query without running it: its result and parameter schemas,
+    /// and its rewrite, which [`KeptChecks`] can keep for the run. The check
+    /// plans the query, so it takes a slot and has a deadline too; the
+    /// engine audits a failed check.
+    async fn check(&self, session: &Session, sql: &str) -> Result<CheckedQuery, Status> {
         let user = &session.user;
         let _slot = match self.slots.acquire(&user.name).await {
             Ok(slot) => slot,
@@ -217,7 +221,7 @@ impl SeuilFlightSql {
         let deadline = Deadline::after(self.query_timeout_seconds);
         let engine_sql = number_question_marks(sql);
         self.engine
-            .prepare_before(user, &engine_sql, Some(deadline))
+            .check_before(user, &engine_sql, Some(deadline))
             .await
             .map_err(|error| status::from_engine(&error))
     }
@@ -247,11 +251,14 @@ impl SeuilFlightSql {
 
     /// Runs a query and streams its released cells: slot, deadline, the
     /// engine (which audits the query's start and end), then the stream.
+    /// `kept` is the query's check if it is still kept: the engine then
+    /// runs it without planning it again.
     async fn run(
         &self,
         session: &Session,
         sql: &str,
         params: Vec<ScalarValue>,
+        kept: Option<CheckedQuery>,
     ) -> Result<Response<DoGetStream>, Status> {
         let user = &session.user;
         let slot = match self.slots.acquire(&user.name).await {
@@ -262,18 +269,22 @@ impl SeuilFlightSql {
             }
         };
         let deadline = Deadline::after(self.query_timeout_seconds);
-        let engine_sql = number_question_marks(sql);
+        let result = match kept {
+            Some(check) => self.engine.run_checked_before(check, Some(deadline)).await,
+            None => {
+                let engine_sql = number_question_marks(sql);
+                self.engine
+                    .query_before(user, &engine_sql, params, Some(deadline))
+                    .await
+            }
+        };
         let QueryResult {
             schema,
             stream,
             report,
             timings,
             ..
-        } = self
-            .engine
-            .query_before(user, &engine_sql, params, Some(deadline))
-            .await
-            .map_err(|error| status::from_engine(&error))?;
+        } = result.map_err(|error| status::from_engine(&error))?;
         tracing::info!(
             user = %user.name,
             released = report.cells_released,
@@ -304,7 +315,7 @@ impl SeuilFlightSql {
             .map_err(|_| status::bad_request("the descriptor is not a Flight SQL command"))?;
         let schema = match command {
             Command::CommandStatementQuery(query) => {
-                self.check(session, &query.query).await?.result
+                Arc::clone(&self.check(session, &query.query).await?.prepared().result)
             }
             Command::CommandPreparedStatementQuery(query) => {
                 self.statements
@@ -367,9 +378,9 @@ impl FlightSqlService for SeuilFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let session = caller(&request)?;
-        self.check(&session, &query.query).await?;
+        let check = self.check(&session, &query.query).await?;
         let ticket = TicketStatementQuery {
-            statement_handle: Bytes::from(query.query.into_bytes()),
+            statement_handle: Bytes::from(self.kept.keep(check, &query.query)),
         };
         // No schema in the FlightInfo of a query: its release metadata (cells
         // released and suppressed) exists only once DoGet has run it, and
@@ -388,9 +399,11 @@ impl FlightSqlService for SeuilFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let session = caller(&request)?;
-        let sql = String::from_utf8(ticket.statement_handle.to_vec())
+        let content = ticket_content(&ticket.statement_handle);
+        let sql = std::str::from_utf8(content.sql)
             .map_err(|_| status::bad_request("the ticket is not a seuil query ticket"))?;
-        self.run(&session, &sql, Vec::new()).await
+        let kept = content.id.and_then(|id| self.kept.take(id, &session.user));
+        self.run(&session, sql, Vec::new(), kept).await
     }
 
     async fn do_put_statement_update(
@@ -455,18 +468,24 @@ impl FlightSqlService for SeuilFlightSql {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let session = caller(&request)?;
-        let prepared = self.check(&session, &query.query).await?;
+        let check = self.check(&session, &query.query).await?;
+        let prepared = check.prepared().clone();
         let result = ActionCreatePreparedStatementResult {
             prepared_statement_handle: Bytes::new(),
             dataset_schema: schema_bytes(&prepared.result)?,
             parameter_schema: schema_bytes(&prepared.parameters)?,
         };
-        let statement = Statement::new(
+        let mut statement = Statement::new(
             &session.user.name,
             &query.query,
             prepared.parameters,
             prepared.result,
         );
+        // Clients prepare most queries to run them once, right away: the
+        // first run takes the check (later ones plan again).
+        if statement.parameters.fields().is_empty() {
+            statement.kept = Some(self.kept.keep_id(check));
+        }
         let handle = self.statements.insert(statement)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: Bytes::from(handle.into_bytes()),
@@ -535,7 +554,11 @@ impl FlightSqlService for SeuilFlightSql {
             .statements
             .get(&session.user.name, &query.prepared_statement_handle)?;
         let values = statement.values()?;
-        self.run(&session, &statement.sql, values).await
+        let kept = statement
+            .kept
+            .as_deref()
+            .and_then(|id| self.kept.take(id, &session.user));
+        self.run(&session, &statement.sql, values, kept).await
     }
 
     async fn do_action_close_prepared_statement(
