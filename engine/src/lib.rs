@@ -187,11 +187,6 @@ impl CheckedQuery {
         &self.user
     }
 
-    /// The query's text.
-    pub fn sql(&self) -> &str {
-        &self.sql
-    }
-
     /// Its parameters and result schema.
     pub fn prepared(&self) -> &PreparedQuery {
         &self.prepared

@@ -19,7 +19,7 @@ use datafusion::arrow::datatypes::{DataType, Schema};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use server_common::{
-    BY_DEPARTEMENT, Fixture, audit_lines, channel, code, fetch, login, pretty, query,
+    BY_DEPARTEMENT, Fixture, audit_lines, channel, code, fetch, fetch_ticket, login, pretty, query,
 };
 use seuil_engine::User;
 use seuil_flight_server::server::audit;
@@ -98,13 +98,7 @@ async fn a_ticket_runs_its_kept_check_once_and_only_for_its_user() {
     let info = alice.execute(BY_DEPARTEMENT.into(), None).await.unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     for _ in 0..2 {
-        let batches: Vec<RecordBatch> = alice
-            .do_get(ticket.clone())
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let batches = fetch_ticket(&mut alice, ticket.clone()).await.unwrap();
         assert_eq!(pretty(&batches), expected);
     }
 
@@ -114,10 +108,7 @@ async fn a_ticket_runs_its_kept_check_once_and_only_for_its_user() {
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let mut bob = login(channel(&server).await, "bob").await;
     let own = query(&mut bob, BY_DEPARTEMENT).await;
-    let borrowed = match bob.do_get(ticket.clone()).await {
-        Ok(stream) => stream.try_collect::<Vec<_>>().await,
-        Err(error) => Err(error),
-    };
+    let borrowed = fetch_ticket(&mut bob, ticket.clone()).await;
     match (own, borrowed) {
         (Err(own), Err(borrowed)) => {
             assert_eq!(code(&own), code(&borrowed));
@@ -131,13 +122,7 @@ async fn a_ticket_runs_its_kept_check_once_and_only_for_its_user() {
         (own, borrowed) => panic!("bob's own query: {own:?}; with alice's ticket: {borrowed:?}"),
     }
     // Bob's attempt did not take alice's kept check: her ticket still runs.
-    let batches: Vec<RecordBatch> = alice
-        .do_get(ticket)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = fetch_ticket(&mut alice, ticket).await.unwrap();
     assert_eq!(pretty(&batches), expected);
     server.shutdown().await.unwrap();
 }

@@ -93,16 +93,6 @@ impl KeptChecks {
         }
         kept.remove(id).map(|k| k.check)
     }
-
-    /// How many checks are kept (for tests).
-    pub fn len(&self) -> usize {
-        self.kept.lock().map_or(0, |kept| kept.len())
-    }
-
-    /// Whether no check is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Reads a statement ticket: a kept check's id and the SQL, or the SQL

@@ -154,11 +154,17 @@ pub async fn fetch(
 ) -> Result<Vec<RecordBatch>, arrow_flight::error::FlightError> {
     let mut batches = Vec::new();
     for endpoint in info.endpoint {
-        let ticket: Ticket = endpoint.ticket.expect("a ticket");
-        let stream = client.do_get(ticket).await?;
-        batches.extend(stream.try_collect::<Vec<_>>().await?);
+        batches.extend(fetch_ticket(client, endpoint.ticket.expect("a ticket")).await?);
     }
     Ok(batches)
+}
+
+/// All batches of one ticket's `DoGet`.
+pub async fn fetch_ticket(
+    client: &mut FlightSqlServiceClient<Channel>,
+    ticket: Ticket,
+) -> Result<Vec<RecordBatch>, arrow_flight::error::FlightError> {
+    client.do_get(ticket).await?.try_collect().await
 }
 
 /// Runs a query and collects its result.
