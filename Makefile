@@ -6,9 +6,19 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: test lint seuil-binary rust-tests python-tests demo
+.PHONY: test system-deps lint seuil-binary rust-tests python-tests demo
 
-test: lint seuil-binary rust-tests python-tests
+test: system-deps lint seuil-binary rust-tests python-tests
+
+# opendp (dp mode's noise) links the system OpenSSL for its secure random
+# source (OPENSSL_NO_VENDOR, .cargo/config.toml): its headers and pkg-config
+# come from Debian's packages, installed when missing.
+system-deps:
+	@if ! pkg-config --exists openssl 2>/dev/null; then \
+		echo "installing libssl-dev and pkg-config (for opendp's OpenSSL)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libssl-dev pkg-config; \
+	fi
 
 lint:
 	$(CARGO) fmt --all --check
@@ -31,5 +41,5 @@ $(VENV)/.installed: tests/python/requirements.txt
 python-tests: $(VENV)/.installed seuil-binary
 	$(VENV)/bin/python -m pytest tests/python
 
-demo:
+demo: system-deps
 	$(CARGO) run --release -- serve

@@ -82,6 +82,21 @@ pub struct AuditRecord {
     /// §3), on a coordinator; on a node, what it sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeTraffic>,
+    /// A dp query's charge to the privacy budget ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<AuditCharge>,
+}
+
+/// A dp query's charge as the audit line holds it: the ledger's own integer
+/// amounts and the charge's id there (the query's id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCharge {
+    /// The charge's key in the ledger.
+    pub charge_id: String,
+    /// ε charged, in micro-units.
+    pub micro_epsilon: i64,
+    /// δ charged, in units of 10⁻¹⁵.
+    pub delta_units: i64,
 }
 
 impl AuditRecord {
@@ -104,6 +119,7 @@ impl AuditRecord {
             error: None,
             message: None,
             nodes: Vec::new(),
+            budget: None,
         }
     }
 
@@ -133,6 +149,15 @@ impl AuditRecord {
         self.cells_suppressed = report.cells_suppressed;
         self.values_suppressed = report.values_suppressed;
         self.nodes = report.nodes.clone();
+        self.budget = report
+            .dp
+            .as_ref()
+            .and_then(|dp| dp.charge.as_ref())
+            .map(|charge| AuditCharge {
+                charge_id: charge.charge_id.clone(),
+                micro_epsilon: crate::budget::micro_epsilon(charge.epsilon),
+                delta_units: crate::budget::delta_units(charge.delta),
+            });
         self.suppressed = report
             .suppressed_by_reason
             .iter()

@@ -38,6 +38,8 @@ pub enum Rule {
     Mode,
     /// A role that rounds rounds every released value.
     Rounding,
+    /// dp mode: the query's privacy cost is more than the budget left.
+    Budget,
 }
 
 impl Rule {
@@ -52,7 +54,7 @@ impl Rule {
             Rule::Magnitudes => Some(6),
             Rule::Margins => Some(7),
             Rule::Scopes => Some(8),
-            Rule::ReadOnly | Rule::Mode | Rule::Rounding => None,
+            Rule::ReadOnly | Rule::Mode | Rule::Rounding | Rule::Budget => None,
         }
     }
 
@@ -70,6 +72,7 @@ impl Rule {
             Rule::ReadOnly => "queries only",
             Rule::Mode => "release mode",
             Rule::Rounding => "rounding",
+            Rule::Budget => "privacy budget",
         }
     }
 
@@ -87,6 +90,7 @@ impl Rule {
             Rule::ReadOnly => "read_only",
             Rule::Mode => "mode",
             Rule::Rounding => "rounding",
+            Rule::Budget => "budget",
         }
     }
 }

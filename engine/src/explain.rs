@@ -11,6 +11,7 @@ use seuil_policies::Role;
 
 use crate::error::{EngineError, plan_fault};
 use crate::lineage::PERSONS_COLUMN;
+use crate::release::DpRelease;
 use crate::rewrite::RewrittenQuery;
 
 /// A rewritten query, explained.
@@ -24,6 +25,41 @@ pub struct Explanation {
     pub plan: String,
     /// What each rule did, in words.
     pub rules: Vec<String>,
+    /// In dp mode: what the query would cost and how its noise is set, in
+    /// words, and what the user has left before it runs.
+    pub cost: Vec<String>,
+}
+
+/// A dp query's cost and noise, in words, for `explain`.
+pub fn describe_cost(dp: &DpRelease, left: Option<f64>) -> Vec<String> {
+    let mut lines = vec![format!(
+        "costs epsilon {} and delta {:e}: epsilon split evenly over {} noisy releases ({} each), all of delta to the choice of cells",
+        dp.epsilon, dp.delta, dp.releases, dp.epsilon_per_release
+    )];
+    if let Some(left) = left {
+        lines.push(format!("you have epsilon {left} left before this query"));
+    }
+    lines.push(format!(
+        "each person counts in at most {} cells of an aggregate, with at most {} rows in each",
+        dp.max_groups_per_person, dp.max_rows_per_cell
+    ));
+    for selection in &dp.selections {
+        lines.push(format!(
+            "__seuil_cells_{}: a cell is released when its person count less {}, plus discrete Laplace noise of scale {}, reaches {} (delta {:e})",
+            selection.aggregate, selection.pre_threshold, selection.scale, selection.threshold, selection.delta
+        ));
+    }
+    for value in &dp.values {
+        let ci = value
+            .ci95
+            .map(|ci| format!(", 95% of the noise within ±{ci}"))
+            .unwrap_or_default();
+        lines.push(format!(
+            "{}: {} noise of scale {}{ci}",
+            value.name, value.mechanism, value.scale
+        ));
+    }
+    lines
 }
 
 /// The threshold of the release step as a filter, so that the whole rewrite
@@ -48,7 +84,11 @@ fn release_as_plan(
 }
 
 /// Explains a rewritten query.
-pub fn explain(rewritten: &RewrittenQuery, role: &Role) -> Result<Explanation, EngineError> {
+pub fn explain(
+    rewritten: &RewrittenQuery,
+    role: &Role,
+    cost: Vec<String>,
+) -> Result<Explanation, EngineError> {
     let mut plan_text = String::new();
     let mut ctes = Vec::new();
     let mut sql_ok = true;
@@ -78,5 +118,6 @@ pub fn explain(rewritten: &RewrittenQuery, role: &Role) -> Result<Explanation, E
         sql,
         plan: plan_text,
         rules: rewritten.notes.iter().map(ToString::to_string).collect(),
+        cost,
     })
 }

@@ -90,6 +90,7 @@
 //! ```
 
 pub mod audit;
+pub mod budget;
 pub mod cancellation;
 pub mod catalog;
 pub mod cells;
@@ -247,6 +248,114 @@ struct RoleRuntime {
     row_filters: BTreeMap<String, Expr>,
 }
 
+/// The dp metadata of each output column of a rewritten query that is a
+/// noisy value as released (through projections, filters, sorts and
+/// limits, under any name): a value computed further from noisy values has
+/// no interval of its own, and gets none.
+fn noisy_fields(
+    rewritten: &rewrite::RewrittenQuery,
+    report: &ReleaseReport,
+) -> Vec<Option<std::collections::HashMap<String, String>>> {
+    let Some(dp) = &report.dp else {
+        return Vec::new();
+    };
+    released_values(rewritten)
+        .into_iter()
+        .map(|source| {
+            let (aggregate, value) = source?;
+            dp.values
+                .iter()
+                .find(|v| v.aggregate == aggregate && v.value == value)
+                .map(release::NoisyField::metadata)
+        })
+        .collect()
+}
+
+/// Names each noisy value of a dp report after the output column that
+/// releases it as it is, when one does: what the client reads.
+fn name_noisy_values(report: &mut ReleaseReport, rewritten: &rewrite::RewrittenQuery) {
+    let Some(dp) = &mut report.dp else {
+        return;
+    };
+    let schema = rewritten.plan.schema();
+    for (index, source) in released_values(rewritten).into_iter().enumerate() {
+        if let Some((aggregate, value)) = source
+            && let Some(noisy) = dp
+                .values
+                .iter_mut()
+                .find(|v| v.aggregate == aggregate && v.value == value)
+        {
+            noisy.name = schema.field(index).name().clone();
+        }
+    }
+}
+
+/// For each output column of a rewritten query, the released aggregate and
+/// value it passes on unchanged, if any.
+fn released_values(rewritten: &rewrite::RewrittenQuery) -> Vec<Option<(usize, usize)>> {
+    (0..rewritten.plan.schema().fields().len())
+        .map(|index| {
+            let (aggregate, column) = released_source(&rewritten.plan, index)?;
+            let step = rewritten.releases.iter().find(|s| s.id == aggregate)?;
+            Some((aggregate, column.checked_sub(step.layout.group_columns)?))
+        })
+        .collect()
+}
+
+/// Which released aggregate's cells column the output column `index` of
+/// `plan` passes on unchanged, if any.
+fn released_source(plan: &LogicalPlan, index: usize) -> Option<(usize, usize)> {
+    match plan {
+        LogicalPlan::Projection(projection) => {
+            let mut expr = projection.expr.get(index)?;
+            while let Expr::Alias(alias) = expr {
+                expr = &alias.expr;
+            }
+            let Expr::Column(column) = expr else {
+                return None;
+            };
+            if let Some(table) = &column.relation
+                && let Some(id) = table.table().strip_prefix("__seuil_cells_")
+            {
+                let id = id.parse().ok()?;
+                let position = column.name.strip_prefix('c')?.parse().ok()?;
+                return Some((id, position));
+            }
+            let input_index = projection.input.schema().index_of_column(column).ok()?;
+            released_source(&projection.input, input_index)
+        }
+        LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::SubqueryAlias(_) => released_source(plan.inputs().first()?, index),
+        _ => None,
+    }
+}
+
+/// `schema` with `metadata[i]` on its field `i`.
+fn with_field_metadata(
+    schema: Schema,
+    metadata: &[Option<std::collections::HashMap<String, String>>],
+) -> SchemaRef {
+    if metadata.iter().all(Option::is_none) {
+        return Arc::new(schema);
+    }
+    let fields: Vec<datafusion::arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| match metadata.get(i).cloned().flatten() {
+            Some(extra) => {
+                let mut own = field.metadata().clone();
+                own.extend(extra);
+                field.as_ref().clone().with_metadata(own)
+            }
+            None => field.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
 /// Runs `work` until `deadline`, if there is one.
 async fn within<T>(
     deadline: Option<Deadline>,
@@ -331,6 +440,9 @@ pub struct Engine {
     /// Who runs the cells plans of tables held by data nodes, on a
     /// coordinator ([`federation`]).
     cells_runner: Option<Arc<dyn federation::CellsRunner>>,
+    /// Where dp queries are charged ([`budget`]); an engine without one
+    /// serves no dp role.
+    budget: Option<Arc<budget::BudgetLedger>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -427,6 +539,7 @@ impl Engine {
             }),
             audit: None,
             cells_runner: None,
+            budget: None,
         })
     }
 
@@ -480,6 +593,19 @@ impl Engine {
     pub fn with_audit(mut self, sink: Arc<dyn AuditSink>) -> Engine {
         self.audit = Some(sink);
         self
+    }
+
+    /// The same engine, charging dp queries to `ledger` before they read
+    /// any data ([`budget`]). The server and the CLI share the ledger of a
+    /// deployment.
+    pub fn with_budget(mut self, ledger: Arc<budget::BudgetLedger>) -> Engine {
+        self.budget = Some(ledger);
+        self
+    }
+
+    /// The budget ledger, if the engine has one.
+    pub fn budget(&self) -> Option<&Arc<budget::BudgetLedger>> {
+        self.budget.as_ref()
     }
 
     /// Writes an audit line, if the engine audits.
@@ -540,7 +666,7 @@ impl Engine {
         Ok(RoleSetup {
             role,
             runtime,
-            mechanism: release::mechanism_for(role)?,
+            mechanism: release::mechanism_for(role, &self.inner.options)?,
         })
     }
 
@@ -641,11 +767,18 @@ impl Engine {
         ));
         let plan = query::prepare_statement_plan(&setup.runtime.ctx, statement, &placeholders)?;
         let rewritten = self.rewrite_plan(&setup, &plan)?;
-        let report = ReleaseReport::new(&self.inner.policy, setup.role);
-        let result = Arc::new(Schema::new_with_metadata(
-            rewritten.plan.schema().as_arrow().fields().clone(),
-            report.static_metadata(),
-        ));
+        let mut report = ReleaseReport::new(&self.inner.policy, setup.role);
+        // A dp query's cost is known now: the statement tells it before
+        // anything runs.
+        report.dp = setup.mechanism.cost(&rewritten.releases)?;
+        name_noisy_values(&mut report, &rewritten);
+        let result = with_field_metadata(
+            Schema::new_with_metadata(
+                rewritten.plan.schema().as_arrow().fields().clone(),
+                report.static_metadata(),
+            ),
+            &noisy_fields(&rewritten, &report),
+        );
         Ok(CheckedQuery {
             user: user.clone(),
             sql: sql.to_string(),
@@ -750,16 +883,18 @@ impl Engine {
             planning: started.elapsed(),
             ..QueryTimings::default()
         };
-        let report = self
-            .release(&setup, &rewritten, &mut timings, query_id)
+        let mut report = self
+            .release(user, &setup, &rewritten, &mut timings, query_id)
             .await?;
+        name_noisy_values(&mut report, &rewritten);
         let runtime = setup.runtime;
         let rewritten_plan = rewritten.plan.display_indent().to_string();
+        let noisy = noisy_fields(&rewritten, &report);
         let stream = query::stream(&runtime.ctx, rewritten.plan).await?;
-        let schema: SchemaRef = Arc::new(Schema::new_with_metadata(
-            stream.schema().fields().clone(),
-            report.metadata(),
-        ));
+        let schema: SchemaRef = with_field_metadata(
+            Schema::new_with_metadata(stream.schema().fields().clone(), report.metadata()),
+            &noisy,
+        );
         let output_schema = Arc::clone(&schema);
         let released = stream.map(move |batch| {
             batch
@@ -783,6 +918,7 @@ impl Engine {
     /// plan reads released cells only.
     async fn release(
         &self,
+        user: &User,
         setup: &RoleSetup<'_>,
         rewritten: &rewrite::RewrittenQuery,
         timings: &mut QueryTimings,
@@ -790,6 +926,11 @@ impl Engine {
     ) -> Result<ReleaseReport, EngineError> {
         let mut report = ReleaseReport::new(&self.inner.policy, setup.role);
         let groups = release::release_groups(&rewritten.releases)?;
+        if let Some(cost) = setup.mechanism.cost(&rewritten.releases)? {
+            // Charged before any cell is computed: a crash from here on
+            // leaves budget spent and nothing released.
+            report.dp = Some(self.charge(user, setup.role, query_id, cost).await?);
+        }
         let cancellation = Cancellation::default();
         let _cancel_on_drop = CancelOnDrop(cancellation.clone());
         let mut computed: Vec<Option<Vec<RecordBatch>>> =
@@ -839,6 +980,47 @@ impl Engine {
         Ok(report)
     }
 
+    /// Charges a dp query's `cost` to `user` and the role's project, in the
+    /// ledger, before anything is read; refuses it when the budget is
+    /// spent.
+    async fn charge(
+        &self,
+        user: &User,
+        role: &Role,
+        query_id: &str,
+        mut cost: release::DpRelease,
+    ) -> Result<release::DpRelease, EngineError> {
+        let Some(ledger) = self.budget.clone() else {
+            return Err(EngineError::Setup(
+                "this engine keeps no privacy budget ledger, so it serves no dp role".to_string(),
+            ));
+        };
+        let settings = role
+            .dp
+            .ok_or_else(|| EngineError::internal("a dp cost for a role without dp settings"))?;
+        let limits = budget::BudgetLimits::of(&settings);
+        // An engine without an audit log has no query id: the charge gets
+        // its own.
+        let charge_id = if query_id.is_empty() {
+            audit::new_query_id()
+        } else {
+            query_id.to_string()
+        };
+        let (user_name, project) = (user.name.clone(), role.name.clone());
+        let (epsilon, delta) = (cost.epsilon, cost.delta);
+        let charge = tokio::task::spawn_blocking(move || {
+            let payer = budget::Payer {
+                user: &user_name,
+                project: &project,
+            };
+            ledger.charge(&payer, &charge_id, epsilon, delta, &limits)
+        })
+        .await
+        .map_err(|_| EngineError::internal("the budget charge stopped"))??;
+        cost.charge = Some(charge);
+        Ok(cost)
+    }
+
     /// The cells of one released aggregate: computed here, or on the data
     /// node that holds its tables, with what that node moved.
     async fn cells(
@@ -876,6 +1058,25 @@ impl Engine {
     /// Shows how a query is rewritten, without running it.
     pub async fn explain(&self, user: &User, sql: &str) -> Result<Explanation, EngineError> {
         let (setup, rewritten) = self.rewrite(user, sql, &[]).await?;
-        explain::explain(&rewritten, setup.role)
+        let mut report = ReleaseReport::new(&self.inner.policy, setup.role);
+        report.dp = setup.mechanism.cost(&rewritten.releases)?;
+        name_noisy_values(&mut report, &rewritten);
+        let cost = match &report.dp {
+            Some(dp) => {
+                let left = match (&self.budget, setup.role.dp) {
+                    (Some(ledger), Some(settings)) => {
+                        let payer = budget::Payer {
+                            user: &user.name,
+                            project: &setup.role.name,
+                        };
+                        Some(ledger.left(&payer, &budget::BudgetLimits::of(&settings))?.0)
+                    }
+                    _ => None,
+                };
+                explain::describe_cost(dp, left)
+            }
+            None => Vec::new(),
+        };
+        explain::explain(&rewritten, setup.role, cost)
     }
 }

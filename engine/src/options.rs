@@ -25,6 +25,56 @@ pub struct EngineOptions {
     pub max_cells: usize,
     /// Where the person index is kept ([`crate::person_index`]).
     pub person_index: PersonIndexSetting,
+    /// The secret by which dp mode chooses the cells of a person in more
+    /// cells than its bound ([`crate::functions::contribution_choice`]).
+    pub contribution_key: ContributionKey,
+    /// A deliberate weakening of dp mode, for mutation tests only.
+    #[doc(hidden)]
+    pub dp_mutation: DpMutation,
+}
+
+/// A deliberate weakening of dp mode that the tests of calibration and
+/// bounding must catch (`tests/tests/dp.rs`): set by those tests only, never
+/// by the server, the CLI or a configuration.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DpMutation {
+    /// dp mode as it is.
+    #[default]
+    None,
+    /// Noise drawn at half the scale the metadata reports.
+    HalveNoise,
+    /// No bound on the cells a person counts in.
+    LiftGroupBound,
+}
+
+/// A secret key of the deployment, for dp mode's choice of a person's cells:
+/// random unless the operator gives one, so that a querier can neither know
+/// nor set it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ContributionKey([u8; 32]);
+
+impl ContributionKey {
+    /// A key from its bytes (derived from a deployment secret).
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// A fresh random key.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    /// The key's bytes.
+    pub fn bytes(&self) -> [u8; 32] {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for ContributionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContributionKey(..)")
+    }
 }
 
 impl Default for EngineOptions {
@@ -37,6 +87,8 @@ impl Default for EngineOptions {
             limits: limits::QueryLimits::default(),
             max_cells: 1_000_000,
             person_index: PersonIndexSetting::default(),
+            contribution_key: ContributionKey::random(),
+            dp_mutation: DpMutation::None,
         }
     }
 }

@@ -64,6 +64,9 @@ pub fn context(options: &EngineOptions, runtime: Arc<RuntimeEnv>) -> SessionCont
         .build();
     let ctx = SessionContext::new_with_state(state);
     functions::register(&ctx);
+    ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(
+        functions::ContributionChoice::new(options.contribution_key.bytes()),
+    ));
     ctx
 }
 

@@ -29,6 +29,8 @@ const LAYERS: &[&str] = &[
     "grouping_set_properties",
     "session",
     "catalog",
+    // The privacy budget ledger of dp mode.
+    "budget",
     // The privacy rules: verdicts and expressions, one rule per module.
     "rules",
     // The cells plan of a released aggregate, then its release.

@@ -131,6 +131,11 @@ pub struct ServerSection {
     /// when omitted.
     #[serde(default)]
     pub audit_key_file: Option<PathBuf>,
+    /// The privacy budget ledger of dp roles (SQLite); `budget.sqlite` in
+    /// the data folder when omitted, so that the server and `seuil query`
+    /// on the same data charge the same budget.
+    #[serde(default)]
+    pub budget_ledger: Option<PathBuf>,
     /// When the data folder is empty, generate the synthetic SNDS with this
     /// many persons (the demo). `0` disables generation.
     #[serde(default = "default_demo_persons")]
@@ -151,6 +156,14 @@ impl ServerSection {
         self.audit_log
             .clone()
             .unwrap_or_else(|| self.data.join("audit.jsonl"))
+    }
+
+    /// The budget ledger: the configured one, or `budget.sqlite` in the data
+    /// folder.
+    pub fn budget_ledger_path(&self) -> PathBuf {
+        self.budget_ledger
+            .clone()
+            .unwrap_or_else(|| self.data.join("budget.sqlite"))
     }
 
     /// The audit key file: the configured one, or `seuil/audit.key` in the
@@ -206,6 +219,7 @@ impl Default for ServerSection {
             policy: None,
             audit_log: None,
             audit_key_file: None,
+            budget_ledger: None,
             demo_persons: default_demo_persons(),
             token_lifetime_seconds: default_token_seconds(),
             person_index: None,

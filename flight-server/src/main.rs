@@ -29,6 +29,9 @@ enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Show what dp users and projects have spent of their privacy budget.
+    #[command(subcommand)]
+    Budget(BudgetCommand),
     /// Run a query in-process and print the released cells.
     Query(cli::query::QueryArgs),
     /// Check, explain and describe policies.
@@ -59,6 +62,12 @@ enum AuditCommand {
         #[arg(long, conflicts_with = "head")]
         head_file: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum BudgetCommand {
+    /// List each user's and project's spending.
+    Show(cli::budget::ShowArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Query(args) => cli::query::run(&args).await,
+        Command::Budget(BudgetCommand::Show(args)) => cli::budget::show(&args),
         Command::Policy(PolicyCommand::Check(args)) => cli::policy::check(&args).await,
         Command::Policy(PolicyCommand::Explain(args)) => cli::policy::explain(&args).await,
         Command::Policy(PolicyCommand::Schema) => cli::policy::schema().map(|()| ExitCode::SUCCESS),

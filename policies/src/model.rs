@@ -149,12 +149,19 @@ pub struct OrderStatistics {
 pub struct DpSettings {
     /// Total epsilon per user.
     pub epsilon_budget: f64,
-    /// Largest epsilon per query.
+    /// Epsilon of one query, split over its noisy releases.
     pub epsilon_per_query: f64,
-    /// Delta of approximate DP.
+    /// Delta of one query, all of it for partition selection.
     pub delta: f64,
-    /// Most groups one person contributes to per query.
+    /// Most groups (cells of one released aggregate) one person contributes
+    /// to per query.
     pub max_groups_per_person: u32,
+    /// Most rows of one person counted in one cell.
+    pub max_rows_per_cell: u32,
+    /// Total epsilon of all the role's users together, if limited.
+    pub project_epsilon_budget: Option<f64>,
+    /// Total delta per user, if limited.
+    pub delta_budget: Option<f64>,
 }
 
 /// A role's view of one table.

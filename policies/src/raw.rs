@@ -173,8 +173,9 @@ pub enum RawMode {
     /// Exact values in cells of at least `min_persons` persons, with dominance,
     /// secondary suppression and optional rounding (accredited researchers).
     Threshold,
-    /// Differential privacy with a budget, on top of the threshold rules
-    /// (wider audiences).
+    /// Differential privacy with a budget (wider audiences): each person's
+    /// contribution bounded, every number noisy, cells chosen by private
+    /// partition selection.
     Dp,
 }
 
@@ -248,14 +249,27 @@ pub struct RawOrderStatistics {
 pub struct RawDp {
     /// Total epsilon each user of the role may spend.
     pub epsilon_budget: Located<f64>,
-    /// Largest epsilon one query may spend.
+    /// Epsilon each query spends, split evenly over its noisy numbers.
     pub epsilon_per_query: Located<f64>,
-    /// Delta of the approximate-DP guarantee, used by partition selection.
+    /// Delta of each query, all of it for the choice of released cells
+    /// (partition selection). Default 1e-7.
     #[serde(default)]
     pub delta: Option<Located<f64>>,
-    /// Most groups one person may contribute to in one query.
+    /// Most cells of one released aggregate a person counts in; beyond, the
+    /// cells are chosen by a keyed hash the querier cannot steer. Default 1.
     #[serde(default)]
     pub max_groups_per_person: Option<Located<u32>>,
+    /// Most rows of one person counted in one cell. Defaults to 1.
+    #[serde(default)]
+    pub max_rows_per_cell: Option<Located<u32>>,
+    /// Total epsilon all users of the role (its project) may spend together;
+    /// no project-wide limit when omitted.
+    #[serde(default)]
+    pub project_epsilon_budget: Option<Located<f64>>,
+    /// Total delta each user of the role may spend; no limit on delta apart
+    /// from epsilon's when omitted.
+    #[serde(default)]
+    pub delta_budget: Option<Located<f64>>,
 }
 
 /// A role's access to one table.

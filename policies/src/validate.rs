@@ -575,11 +575,39 @@ fn build_dp(
                     "max_groups_per_person must be at least 1",
                 );
             }
+            let max_rows_per_cell = dp.max_rows_per_cell.as_ref().map_or(1, |m| *m.value());
+            if max_rows_per_cell == 0 {
+                out.error(
+                    dp.max_rows_per_cell.as_ref().and_then(Located::at),
+                    "max_rows_per_cell must be at least 1",
+                );
+            }
+            let project_epsilon_budget = dp.project_epsilon_budget.as_ref().map(|b| *b.value());
+            if let Some(project) = project_epsilon_budget
+                && !(project.is_finite() && project >= per_query)
+            {
+                out.error(
+                    dp.project_epsilon_budget.as_ref().and_then(Located::at),
+                    "project_epsilon_budget must be a number of at least epsilon_per_query",
+                );
+            }
+            let delta_budget = dp.delta_budget.as_ref().map(|b| *b.value());
+            if let Some(total) = delta_budget
+                && !(total.is_finite() && total >= delta && total < 1.0)
+            {
+                out.error(
+                    dp.delta_budget.as_ref().and_then(Located::at),
+                    "delta_budget must be at least delta and below 1",
+                );
+            }
             Some(DpSettings {
                 epsilon_budget: budget,
                 epsilon_per_query: per_query,
                 delta,
                 max_groups_per_person,
+                max_rows_per_cell,
+                project_epsilon_budget,
+                delta_budget,
             })
         }
     }

@@ -121,3 +121,20 @@ def test_bad_password_is_refused(server):
             with conn.cursor() as cur:
                 cur.execute(BY_SEX)
     assert "nauthenticated" in str(refused.value) or "UNAUTHENTICATED" in str(refused.value)
+
+
+def test_a_dp_result_carries_its_noise_and_what_is_left_of_the_budget(server):
+    with connect(server, "bob") as conn, conn.cursor() as cur:
+        cur.execute(BY_SEX)
+        table = cur.fetch_arrow_table()
+    # Both sexes hold about 1,500 persons: far above the selection threshold.
+    assert table.num_rows == 2
+    released = metadata(table)
+    assert released["seuil.mode"] == "dp"
+    assert float(released["seuil.dp.epsilon_spent"]) == 1.0
+    assert 0.0 <= float(released["seuil.dp.epsilon_left"]) < 10.0
+    persons = {k.decode(): v.decode() for k, v in table.schema.field("persons").metadata.items()}
+    assert persons["seuil.dp.mechanism"] == "laplace"
+    # count(*): one person moves 4 cells by at most 1 row, at epsilon 1/2.
+    assert float(persons["seuil.dp.scale"]) == 8.0
+    assert float(persons["seuil.dp.ci95"]) > 0

@@ -20,3 +20,5 @@ def test_notebook_quickstart_runs(server):
     assert "## Persons by département" in out
     assert "cells released (policy snds" in out
     assert "refused by rule 1 (aggregates only)" in out
+    assert "## Persons by decade of birth (differential privacy)" in out
+    assert "epsilon left" in out

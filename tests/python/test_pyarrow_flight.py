@@ -36,3 +36,21 @@ def test_calls_without_a_token_are_unauthenticated(server):
     with pytest.raises(flight.FlightUnauthenticatedError):
         client.authenticate_basic_token("alice", "wrong")
     client.close()
+
+
+def test_a_dp_result_and_its_metadata(server):
+    client = flight.FlightClient(server.uri.replace("grpc://", "grpc+tcp://"))
+    options = flight.FlightCallOptions(headers=[client.authenticate_basic_token("bob", "demo")])
+    info = client.get_flight_info(
+        descriptor("SELECT ben_sex_cod, count(DISTINCT ben_nir_psa) AS persons FROM ir_ben_r GROUP BY 1"),
+        options,
+    )
+    table = client.do_get(info.endpoints[0].ticket, options).read_all()
+    assert table.num_rows == 2
+    assert table.schema.metadata[b"seuil.mode"] == b"dp"
+    assert b"seuil.dp.charge_id" in table.schema.metadata
+    field = table.schema.field("persons").metadata
+    # COUNT(DISTINCT person) is the partition selection's own noisy count.
+    assert field[b"seuil.dp.mechanism"] == b"laplace_threshold"
+    assert float(field[b"seuil.dp.ci95"]) > 0
+    client.close()

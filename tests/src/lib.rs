@@ -56,6 +56,37 @@ pub fn test_data(persons: u64, seed: u64) -> TestData {
     TestData { dir }
 }
 
+/// The shipped policy with its dp role's budgets lifted, for tests that run
+/// many dp queries (each query still costs its ε).
+pub fn unlimited_dp_policy() -> String {
+    let text = seuil_policies::SNDS_POLICY
+        .replace("epsilon_budget = 10.0", "epsilon_budget = 1e9")
+        .replace(
+            "project_epsilon_budget = 100.0",
+            "project_epsilon_budget = 1e10",
+        )
+        .replace("delta_budget = 1e-6", "delta_budget = 0.5");
+    assert_ne!(
+        text,
+        seuil_policies::SNDS_POLICY,
+        "the shipped policy changed shape"
+    );
+    text
+}
+
+/// An engine on [`unlimited_dp_policy`], charging a ledger in memory.
+pub async fn open_dp_engine(data: &Path) -> Engine {
+    let source = PolicySource::new(
+        "policies/snds.toml (unlimited dp budgets)",
+        unlimited_dp_policy(),
+    );
+    let (engine, _) = Engine::open_files(&source, data, EngineOptions::default())
+        .await
+        .expect("opening the engine");
+    let ledger = seuil_engine::budget::BudgetLedger::in_memory().expect("a ledger in memory");
+    engine.with_budget(std::sync::Arc::new(ledger))
+}
+
 /// A hand-made fixture of `tests/slt/fixtures/NAME/`: its `policy.toml`,
 /// and its tables as CSV files, written as Parquet into a temporary folder.
 pub async fn fixture_engine(name: &str) -> (Engine, tempfile::TempDir) {

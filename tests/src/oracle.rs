@@ -1,7 +1,8 @@
 //! Comparing released cells with the raw data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
@@ -93,4 +94,43 @@ pub async fn run_seuil(
         .await
         .map_err(|e| seuil_engine::EngineError::Execution(e.to_string()))?;
     Ok((batches, report))
+}
+
+/// Every identifier value of the raw data, in lower case.
+pub async fn identifiers(raw: &SessionContext) -> HashSet<String> {
+    let sql = "SELECT ben_nir_psa FROM ir_ben_r UNION ALL SELECT ben_nir_ano FROM ir_ben_r \
+               UNION ALL SELECT rsa_num FROM t_mco_c";
+    let mut ids = HashSet::new();
+    for batch in run_raw(raw, sql).await {
+        let column = batch.column(0).as_string::<i32>();
+        for value in column.iter().flatten() {
+            ids.insert(value.to_lowercase());
+        }
+    }
+    ids
+}
+
+/// Fails if any released string holds an identifier.
+pub fn assert_no_identifier(batches: &[RecordBatch], ids: &HashSet<String>, context: &str) {
+    for batch in batches {
+        for column in batch.columns() {
+            let Ok(text) = datafusion::arrow::compute::cast(
+                column,
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            ) else {
+                continue;
+            };
+            for value in text.as_string::<i32>().iter().flatten() {
+                let value = value.to_lowercase();
+                assert!(
+                    !ids.contains(&value)
+                        && (value.len() < 8
+                            || !ids
+                                .iter()
+                                .any(|id| id.contains(&value) || value.contains(id.as_str()))),
+                    "a released value holds an identifier: {value}\n{context}"
+                );
+            }
+        }
+    }
 }

@@ -19,7 +19,7 @@
 //! sets the number of queries (default 1,000).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::prelude::SessionContext;
@@ -28,51 +28,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use seuil_engine::{EngineError, User};
 use seuil_tests::grammar::{self, Expect, Oracle};
-use seuil_tests::oracle::{raw_context, run_raw, run_seuil};
+use seuil_tests::oracle::{assert_no_identifier, identifiers, raw_context, run_seuil};
 use seuil_tests::reference::{self, RefCell, RefValue, Rules};
 use seuil_tests::{attacker, open_engine, test_data};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
-/// Every identifier value of the raw data, in lower case.
-async fn identifiers(raw: &SessionContext) -> HashSet<String> {
-    let sql = "SELECT ben_nir_psa FROM ir_ben_r UNION ALL SELECT ben_nir_ano FROM ir_ben_r \
-               UNION ALL SELECT rsa_num FROM t_mco_c";
-    let mut ids = HashSet::new();
-    for batch in run_raw(raw, sql).await {
-        let column = batch.column(0).as_string::<i32>();
-        for value in column.iter().flatten() {
-            ids.insert(value.to_lowercase());
-        }
-    }
-    ids
-}
-
-/// Fails if any released string holds an identifier.
-fn assert_no_identifier(batches: &[RecordBatch], ids: &HashSet<String>, context: &str) {
-    for batch in batches {
-        for column in batch.columns() {
-            let Ok(text) = datafusion::arrow::compute::cast(
-                column,
-                &datafusion::arrow::datatypes::DataType::Utf8,
-            ) else {
-                continue;
-            };
-            for value in text.as_string::<i32>().iter().flatten() {
-                let value = value.to_lowercase();
-                assert!(
-                    !ids.contains(&value)
-                        && (value.len() < 8
-                            || !ids
-                                .iter()
-                                .any(|id| id.contains(&value) || value.contains(id.as_str()))),
-                    "a released value holds an identifier: {value}\n{context}"
-                );
-            }
-        }
-    }
 }
 
 fn key_of(values: &[ScalarValue]) -> Vec<Option<String>> {

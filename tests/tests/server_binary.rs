@@ -1,7 +1,7 @@
 //! The real `seuil` binary: `seuil serve --config FILE` on a free port
 //! (waited for by reading the line it prints once it listens, no sleeps), a
 //! query through it, then `seuil audit verify` on the log it wrote, intact
-//! and tampered with.
+//! and tampered with; and `kill -9` of it while dp queries are charged.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 mod server_common;
@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 use server_common::{BY_DEPARTEMENT, Fixture, code, login, query, serve, seuil_binary};
-use tonic::transport::Endpoint;
+use seuil_engine::budget::BudgetLedger;
+use tonic::transport::{Channel, Endpoint};
 
 fn audit_verify(log: &Path, key: &Path) -> std::process::Output {
     Command::new(seuil_binary())
@@ -73,4 +74,78 @@ fn the_binary_refuses_plaintext_off_loopback() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--insecure"), "{stderr}");
+}
+
+async fn connect(uri: &str) -> Channel {
+    let address = uri.strip_prefix("grpc://").expect("a plaintext URI");
+    Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connecting to seuil serve")
+}
+
+/// A dp query by bob through `channel`: the charge id of its answer, if
+/// one came back.
+async fn charged_answer(channel: Channel) -> Option<String> {
+    let mut bob = login(channel, "bob").await;
+    let batches = query(
+        &mut bob,
+        "SELECT ben_sex_cod, count(*) FROM ir_ben_r GROUP BY 1",
+    )
+    .await
+    .ok()?;
+    Some(batches.first()?.schema().metadata()["seuil.dp.charge_id"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_while_charging_never_releases_an_uncharged_answer() {
+    let fixture = Fixture::new();
+    let config = fixture.config_file("max_concurrent_queries_per_user = 8");
+    let mut released: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        let (server, uri) = serve(&config);
+        let channel = connect(&uri).await;
+        let mut queries = tokio::task::JoinSet::new();
+        for _ in 0..3 {
+            queries.spawn(charged_answer(channel.clone()));
+        }
+        // The first answer, then kill -9 while the others may be charging.
+        while let Some(answer) = queries.join_next().await {
+            if let Ok(Some(id)) = answer {
+                released.push(id);
+                break;
+            }
+        }
+        drop(server);
+        while let Some(answer) = queries.join_next().await {
+            // A query cut by the kill fails, in the client or its task.
+            if let Ok(Some(id)) = answer {
+                released.push(id);
+            }
+        }
+    }
+    assert!(released.len() >= 3, "every round released an answer");
+    // The ledger opens clean and holds a charge for every released answer.
+    let ledger = BudgetLedger::open(&fixture.budget_ledger()).unwrap();
+    assert!(ledger.check_integrity().unwrap());
+    for id in &released {
+        assert!(ledger.has_charge(id).unwrap(), "answer {id} has no charge");
+    }
+    let (charges, _) = ledger.total().unwrap();
+    assert!(charges >= released.len() as u64);
+    drop(ledger);
+    // The budget is spent through the crashes: what was charged and never
+    // answered stays spent, and no more than the budget is ever charged.
+    let (server, uri) = serve(&config);
+    let channel = connect(&uri).await;
+    let mut answered = released.len();
+    while charged_answer(channel.clone()).await.is_some() {
+        answered += 1;
+        assert!(answered <= 10, "more answers than the budget allows");
+    }
+    drop(server);
+    let ledger = BudgetLedger::open(&fixture.budget_ledger()).unwrap();
+    assert!(ledger.check_integrity().unwrap());
+    assert_eq!(ledger.total().unwrap(), (10, 10_000_000));
 }

@@ -5,21 +5,21 @@
 //! person's values.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use futures::TryStreamExt;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use seuil_engine::{Engine, User};
 use seuil_tests::neighbours::{Target, pick_target, without_person};
-use seuil_tests::oracle::{raw_context, run_seuil};
-use seuil_tests::{grammar, open_engine, test_data};
+use seuil_tests::oracle::{assert_no_identifier, identifiers, raw_context, run_seuil};
+use seuil_tests::{grammar, open_dp_engine, open_engine, test_data};
 
 /// What a client can observe of a query besides the released values: the
 /// result's columns, its metadata keys, and every metadata value but the
-/// number of released cells (which the released rows show anyway).
-async fn observe(engine: &Engine, sql: &str) -> String {
-    let user = User::new("alice", "researcher");
-    match engine.query(&user, sql).await {
+/// number of released cells (which the released rows show anyway); and the
+/// released cells.
+async fn observe(engine: &Engine, user: &User, sql: &str) -> (String, Vec<RecordBatch>) {
+    match engine.query(user, sql).await {
         Ok(result) => {
             let columns: Vec<String> = result
                 .schema
@@ -32,7 +32,8 @@ async fn observe(engine: &Engine, sql: &str) -> String {
                 .metadata()
                 .iter()
                 .map(|(k, v)| {
-                    if k == "seuil.cells_released" {
+                    // A dp charge's id is new for each query, whatever the data.
+                    if k == "seuil.cells_released" || k == "seuil.dp.charge_id" {
                         k.clone()
                     } else {
                         format!("{k}={v}")
@@ -41,11 +42,14 @@ async fn observe(engine: &Engine, sql: &str) -> String {
                 .collect();
             metadata.sort();
             match result.stream.try_collect::<Vec<_>>().await {
-                Ok(_) => format!("ok {} [{}]", columns.join(","), metadata.join("; ")),
-                Err(error) => format!("error while streaming {error}"),
+                Ok(batches) => (
+                    format!("ok {} [{}]", columns.join(","), metadata.join("; ")),
+                    batches,
+                ),
+                Err(error) => (format!("error while streaming {error}"), Vec::new()),
             }
         }
-        Err(error) => format!("error {error}"),
+        Err(error) => (format!("error {error}"), Vec::new()),
     }
 }
 
@@ -144,15 +148,21 @@ fn attacks(t: &Target) -> Vec<String> {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_person_changes_no_acceptance_refusal_or_error() {
+/// Runs the attacks and random queries of the grammar as `user` on the data
+/// with and without one person, each opened by `open`, and compares what a
+/// client observes.
+async fn one_person_changes_nothing_observable<F, Fut>(user: User, open: F)
+where
+    F: Fn(std::path::PathBuf) -> Fut,
+    Fut: Future<Output = Engine>,
+{
     let data = test_data(1_500, 3);
-    let engine_a = open_engine(data.path()).await;
+    let engine_a = open(data.path().to_path_buf()).await;
     let raw = raw_context(&engine_a);
     let target = pick_target(&raw).await;
     let copy = tempfile::tempdir().expect("temporary folder");
     without_person(&raw, &target.person, copy.path()).await;
-    let engine_b = open_engine(copy.path()).await;
+    let engine_b = open(copy.path().to_path_buf()).await;
 
     // The copy really lacks the person.
     let persons = |engine: Engine| async move {
@@ -173,12 +183,16 @@ async fn one_person_changes_no_acceptance_refusal_or_error() {
         persons(engine_b.clone()).await + 1
     );
 
+    let ids = identifiers(&raw).await;
     let mut queries = attacks(&target);
     let mut rng = ChaCha8Rng::seed_from_u64(99);
     queries.extend((0..300).map(|_| grammar::generate(&mut rng).sql));
     let mut errors = 0;
     for sql in &queries {
-        let (a, b) = (observe(&engine_a, sql).await, observe(&engine_b, sql).await);
+        let ((a, released), (b, _)) = (
+            observe(&engine_a, &user, sql).await,
+            observe(&engine_b, &user, sql).await,
+        );
         assert_eq!(a, b, "the answer depends on one person\nquery: {sql}");
         if a.starts_with("error") {
             errors += 1;
@@ -189,6 +203,27 @@ async fn one_person_changes_no_acceptance_refusal_or_error() {
             !a.starts_with("error query failed while running"),
             "a query failed on data (a possible side channel):\nquery: {sql}\n{a}"
         );
+        // Rule 4: no released value holds an identifier.
+        assert_no_identifier(&released, &ids, sql);
     }
     assert!(errors > 0, "the attacks should include refused queries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_person_changes_no_acceptance_refusal_or_error() {
+    one_person_changes_nothing_observable(User::new("alice", "researcher"), |path| async move {
+        open_engine(&path).await
+    })
+    .await;
+}
+
+/// The same in dp mode (rules 1, 3, 4, 5 and 8 hold there too): whether a
+/// query is accepted, what an error says and what the metadata tells do
+/// not depend on one person, nor does the noise's calibration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_person_changes_no_acceptance_refusal_or_error_in_dp_mode() {
+    one_person_changes_nothing_observable(User::new("bob", "public"), |path| async move {
+        open_dp_engine(&path).await
+    })
+    .await;
 }

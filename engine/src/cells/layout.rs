@@ -4,10 +4,11 @@
 use datafusion::logical_expr::Expr;
 
 use super::measures::{MeasureKind, Value};
+use crate::options::ContributionKey;
 
 /// What a release mechanism needs of each cell besides the user's values
 /// ([`crate::release::ReleaseMechanism::cells_needs`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CellsNeeds {
     /// Distinct persons (of a cell, of a value's contributors) are counted
     /// up to this number: the release only asks whether there are that many.
@@ -15,6 +16,74 @@ pub struct CellsNeeds {
     /// How many of the largest per-person contributions of each sensitive
     /// sum are computed (0 for none).
     pub largest: usize,
+    /// Each person's contribution bounded before cells are formed (dp
+    /// mode), with exact person counts; `None` for exact cells.
+    pub bounding: Option<Bounding>,
+}
+
+/// How dp mode bounds each person's contribution to a released aggregate
+/// ([`super::bounded`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounding {
+    /// Most cells a person counts in; beyond, the cells are chosen by a
+    /// keyed hash of the person and the cell.
+    pub max_groups_per_person: u32,
+    /// Most rows of one person counted in one cell.
+    pub max_rows_per_cell: u32,
+    /// The key of that hash.
+    pub key: ContributionKey,
+    /// Sums are counted in units of `2^sum_grid_power`: each person's
+    /// clamped contribution is rounded to that grid, so that a cell's sum is
+    /// an exact integer of units and its noise an exact discrete one.
+    pub sum_grid_power: i32,
+}
+
+/// What the noise of one released value of a bounded cells plan is added
+/// to, and the most one person changes it in one cell (its sensitivity in
+/// one cell; a person is in at most `max_groups_per_person` cells).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NoisyValue {
+    /// The cell's persons: the partition selection's own noisy count.
+    Persons,
+    /// A count of rows (or of persons, `per_person` 1) in column `column`
+    /// (`Int64`), at most `per_person` from each person.
+    Rows {
+        /// Column of the bounded count.
+        column: usize,
+        /// Most one person adds.
+        per_person: u32,
+    },
+    /// A sum of per-person contributions clamped to `bounds`, in column
+    /// `column` (`Int64`, in units of the bounding's grid).
+    Sum {
+        /// Column of the bounded sum.
+        column: usize,
+        /// The clamp of each person's contribution.
+        bounds: (f64, f64),
+    },
+    /// An average: a bounded sum over a bounded count of rows, each noisy,
+    /// the ratio clamped to `bounds`.
+    Avg {
+        /// Column of the bounded sum (`Int64`, in units of the grid).
+        sum: usize,
+        /// Column of the bounded count (`Int64`).
+        rows: usize,
+        /// The clamp of each person's contribution to the sum.
+        bounds: (f64, f64),
+        /// Most rows one person adds to the count.
+        per_person: u32,
+    },
+}
+
+impl NoisyValue {
+    /// How many noisy numbers the value needs besides the selection's.
+    pub fn releases(&self) -> usize {
+        match self {
+            NoisyValue::Persons => 0,
+            NoisyValue::Rows { .. } | NoisyValue::Sum { .. } => 1,
+            NoisyValue::Avg { .. } => 2,
+        }
+    }
 }
 
 /// Where the dominance rules find one sensitive measure's numbers.
@@ -77,6 +146,9 @@ pub struct CellsLayout {
     pub persons: usize,
     /// The dominance inputs of each sensitive measure.
     pub dominance: Vec<DominanceColumns>,
+    /// For a bounded cells plan (dp mode): what each value's noise is added
+    /// to, in the values' order. Empty otherwise.
+    pub noisy: Vec<NoisyValue>,
 }
 
 /// The number of distinct expressions of a grouping set, and the position of

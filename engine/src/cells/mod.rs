@@ -17,8 +17,11 @@
 //! statistics over persons) are computed in several levels
 //! (`per_person`), unless they are only clamped sums, which one aggregate
 //! finds from each cell's runs of persons (`person_runs`); the others are
-//! computed in one aggregate (`single_level`).
+//! computed in one aggregate (`single_level`). In dp mode, every value is
+//! computed from contributions bounded per person (`bounded`), for the
+//! noise the release step adds.
 
+mod bounded;
 mod exprs;
 mod layout;
 pub mod measures;
@@ -38,7 +41,7 @@ use seuil_policies::Role;
 use crate::error::{EngineError, plan_fault};
 use crate::lineage::PersonLineage;
 use crate::rules::margins::shape_of;
-pub use layout::{CellsLayout, CellsNeeds, DominanceColumns, MeasureLayout};
+pub use layout::{Bounding, CellsLayout, CellsNeeds, DominanceColumns, MeasureLayout, NoisyValue};
 pub use measures::{Measure, MeasureKind, OrderKind, Value};
 pub use step::{ReleaseStep, ReleasedCells};
 
@@ -59,6 +62,16 @@ pub fn cells_plan(
         .iter()
         .map(|call| measures::resolve(call, lineage, role, input.schema()))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(bounding) = &needs.bounding {
+        return bounded::cells_plan(
+            input,
+            group_expr,
+            &values,
+            lineage,
+            bounding,
+            original_schema,
+        );
+    }
     if values.iter().any(Value::needs_persons) {
         if person_runs::serves(&values, &group_expr, &input, lineage) {
             return person_runs::cells_plan(

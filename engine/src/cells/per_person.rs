@@ -226,7 +226,17 @@ impl<'a> PerPersonPlan<'a> {
         Ok(plan)
     }
 
+    /// Adds a partial, or finds the same one added already (`SUM(x)` next
+    /// to `AVG(x)` clamp the same sums): DataFusion's planning would give
+    /// two copies' common parts one name twice.
     fn add(&mut self, expr: Expr, how: Combine, clamp: Option<(f64, f64)>) -> usize {
+        if let Some(known) = self
+            .partials
+            .iter()
+            .position(|p| p.expr == expr && p.how == how && p.clamp == clamp)
+        {
+            return known;
+        }
         self.partials.push(Partial { expr, how, clamp });
         self.partials.len() - 1
     }
@@ -703,6 +713,7 @@ impl<'a> PerPersonPlan<'a> {
                 measures,
                 persons,
                 dominance,
+                noisy: Vec::new(),
             },
         ))
     }

@@ -93,6 +93,22 @@ enum Read {
     Plain(String),
 }
 
+/// Adds `expr` to the aggregate's calls as `name`, unless the same call is
+/// there already (`SUM(x)` next to `AVG(x)` clamp the same sums): returns
+/// the name it is read under. DataFusion's planning would otherwise give
+/// the two copies' common parts one name twice.
+fn add_call(aggregates: &mut Vec<Expr>, expr: Expr, name: String) -> String {
+    for known in aggregates.iter() {
+        if let Expr::Alias(alias) = known
+            && *alias.expr == expr
+        {
+            return alias.name.clone();
+        }
+    }
+    aggregates.push(expr.alias(&name));
+    name
+}
+
 /// Builds the plan; `original_schema` is the user's aggregate's.
 pub(super) fn cells_plan(
     input: LogicalPlan,
@@ -123,8 +139,11 @@ pub(super) fn cells_plan(
                 argument,
                 bounds: Some(bounds),
             } => {
-                let name = format!("__seuil_sums_{i}");
-                aggregates.push(clamped(argument, *bounds).alias(&name));
+                let name = add_call(
+                    &mut aggregates,
+                    clamped(argument, *bounds),
+                    format!("__seuil_sums_{i}"),
+                );
                 sensitive.push((i, name.clone()));
                 reads.push(Read::Sum(name));
             }
@@ -132,18 +151,25 @@ pub(super) fn cells_plan(
                 argument,
                 bounds: Some(bounds),
             } => {
-                let sums = format!("__seuil_sums_{i}");
-                let count = format!("__seuil_count_{i}");
-                aggregates.push(clamped(argument, *bounds).alias(&sums));
-                aggregates.push(
-                    with_function(value, count_udaf(), vec![argument.clone()], false).alias(&count),
+                let sums = add_call(
+                    &mut aggregates,
+                    clamped(argument, *bounds),
+                    format!("__seuil_sums_{i}"),
+                );
+                let count = add_call(
+                    &mut aggregates,
+                    with_function(value, count_udaf(), vec![argument.clone()], false),
+                    format!("__seuil_count_{i}"),
                 );
                 sensitive.push((i, sums.clone()));
                 reads.push(Read::Average { sums, count });
             }
             _ => {
-                let name = format!("__seuil_value_{i}");
-                aggregates.push(value.call.clone().unalias().alias(&name));
+                let name = add_call(
+                    &mut aggregates,
+                    value.call.clone().unalias(),
+                    format!("__seuil_value_{i}"),
+                );
                 reads.push(Read::Plain(name));
             }
         }
@@ -210,6 +236,7 @@ pub(super) fn cells_plan(
             measures,
             persons,
             dominance,
+            noisy: Vec::new(),
         },
     ))
 }

@@ -92,6 +92,7 @@ pub(super) fn cells_plan(
             measures,
             persons,
             dominance: Vec::new(),
+            noisy: Vec::new(),
         },
     ))
 }

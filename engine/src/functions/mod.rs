@@ -10,7 +10,10 @@
 //! - [`exact_sum`](mod@exact_sum): float sums that do not depend on row order;
 //! - [`person_sums`](mod@person_sums): sums of sensitive columns clamped per
 //!   person, and their largest contributions, without a per-person level
-//!   (rule 6).
+//!   (rule 6);
+//! - [`contribution_choice`](mod@contribution_choice): the keyed hash by
+//!   which dp mode chooses a person's cells (a scalar function, registered
+//!   with the engine's key by the session).
 //!
 //! [`KnownAggregate`] names DataFusion's own aggregates as the rules tell
 //! them apart.
@@ -21,6 +24,7 @@
 //! in a module of its own here, with its builder and its unit tests, and
 //! one line in [`all`].
 
+pub mod contribution_choice;
 pub mod exact_sum;
 pub mod known;
 mod literal_argument;
@@ -31,6 +35,7 @@ pub mod persons_up_to;
 use datafusion::logical_expr::AggregateUDF;
 use datafusion::prelude::SessionContext;
 
+pub use contribution_choice::{ContributionChoice, contribution_choice};
 pub use exact_sum::{ExactSum, exact_float_sum, exact_sum};
 pub use known::KnownAggregate;
 pub use nth_largest::{NthLargest, nth_largest};

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::report::ReleaseReport;
+use super::report::{DpRelease, ReleaseReport};
 use crate::cancellation::Cancellation;
 use crate::cells::{CellsNeeds, ReleaseStep};
 use crate::error::EngineError;
@@ -23,6 +23,15 @@ pub trait ReleaseMechanism: Debug + Send + Sync {
     /// What each released aggregate's cells plan computes for this
     /// mechanism, besides the user's values.
     fn cells_needs(&self) -> CellsNeeds;
+
+    /// What the query whose released aggregates are `steps` costs in
+    /// privacy budget, with every parameter of its noise: known from the
+    /// policy and the query's shape, before any data is read, and charged
+    /// by the engine before the cells are computed. `None` for a mechanism
+    /// that spends no budget.
+    fn cost(&self, _steps: &[ReleaseStep]) -> Result<Option<DpRelease>, EngineError> {
+        Ok(None)
+    }
 
     /// Releases the computed cells of a group of released aggregates (one
     /// aggregate, or several of the query over the same rows, which are one

@@ -17,11 +17,15 @@
 //! 4. rounding of every released value, if the role asks for it, after
 //!    suppression and never before, so that rounding cannot release a cell.
 //!
+//! That is threshold mode ([`Threshold`]); dp mode ([`Dp`]) releases noisy
+//! cells instead, chosen by private partition selection.
+//!
 //! What the client learns ([`ReleaseReport::metadata`]) never tells a cell
 //! of 0 persons from one of 1 to `min_persons - 1`: suppressed cells are
 //! not counted there. The report's own fields keep the full detail, for the
 //! audit log that only the operator reads.
 
+mod dp;
 mod groups;
 mod mechanism;
 mod report;
@@ -31,24 +35,29 @@ use std::sync::Arc;
 
 use seuil_policies::{Mode, Role};
 
-use crate::error::{EngineError, Rule};
+use crate::error::EngineError;
+use crate::options::EngineOptions;
 
+pub use dp::Dp;
 pub use groups::release_groups;
 pub use mechanism::ReleaseMechanism;
-pub use report::{NodeTraffic, ReleaseReport, SuppressedCell, SuppressionReason};
+pub use report::{
+    DpRelease, NodeTraffic, NoisyField, ReleaseReport, Selection, SuppressedCell, SuppressionReason,
+};
 pub use threshold::Threshold;
 
-/// The release mechanism of `role`'s mode.
-pub fn mechanism_for(role: &Role) -> Result<Arc<dyn ReleaseMechanism>, EngineError> {
+/// The release mechanism of `role`'s mode; dp mode chooses persons' cells
+/// under the options' contribution key.
+pub fn mechanism_for(
+    role: &Role,
+    options: &EngineOptions,
+) -> Result<Arc<dyn ReleaseMechanism>, EngineError> {
     match role.mode {
         Mode::Threshold => Ok(Arc::new(Threshold::new(role.clone()))),
-        Mode::Dp => Err(EngineError::refused(
-            Rule::Mode,
-            format!(
-                "role {} is in differential privacy mode, which this version of seuil does not serve yet; no result is released rather than an unprotected one",
-                role.name
-            ),
-            "ask for a threshold-mode role",
-        )),
+        Mode::Dp => Ok(Arc::new(Dp::new(
+            role.clone(),
+            options.contribution_key.clone(),
+            options.dp_mutation,
+        )?)),
     }
 }

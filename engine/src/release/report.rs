@@ -104,6 +104,126 @@ pub struct ReleaseReport {
     /// What each data node ran and sent for the query (audit only, but for
     /// the nodes' names).
     pub nodes: Vec<NodeTraffic>,
+    /// In dp mode: the query's cost, its charge, and every mechanism's
+    /// parameters, all fixed before any data was read.
+    pub dp: Option<DpRelease>,
+}
+
+/// What a dp query spent and how its noise was calibrated: all of it known
+/// from the policy and the query's shape, before execution, and none of it
+/// computed from data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DpRelease {
+    /// The query's ε (what is charged).
+    pub epsilon: f64,
+    /// The query's δ, all of it for partition selection.
+    pub delta: f64,
+    /// The noisy releases ε is split evenly over (selections included).
+    pub releases: usize,
+    /// ε of each release.
+    pub epsilon_per_release: f64,
+    /// Most cells of one aggregate a person counts in.
+    pub max_groups_per_person: u32,
+    /// Most rows of one person counted in one cell.
+    pub max_rows_per_cell: u32,
+    /// The partition selection of each released aggregate, by its id.
+    pub selections: Vec<Selection>,
+    /// Each noisy value of each released aggregate.
+    pub values: Vec<NoisyField>,
+    /// The ledger's charge, once made.
+    pub charge: Option<crate::budget::Charge>,
+}
+
+/// How one released aggregate's cells are selected: a cell is released
+/// when its person count, less `pre_threshold`, plus discrete Laplace noise
+/// of `scale`, reaches `threshold`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Selection {
+    /// Which released aggregate.
+    pub aggregate: usize,
+    /// `min_persons - 1`, taken from each cell's count first.
+    pub pre_threshold: u32,
+    /// The noise scale.
+    pub scale: f64,
+    /// The threshold, the smallest whose δ is within `delta`.
+    pub threshold: i64,
+    /// The δ of this selection's threshold, from the measurement's own map.
+    pub delta: f64,
+}
+
+/// How one released value is made noisy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NoisyField {
+    /// Which released aggregate.
+    pub aggregate: usize,
+    /// The value's position among the aggregate's values.
+    pub value: usize,
+    /// Its name in the aggregate's output.
+    pub name: String,
+    /// `laplace_threshold` (the selection's count), `laplace`, or
+    /// `laplace_ratio` for an average (a noisy sum over a noisy count).
+    pub mechanism: String,
+    /// The noise scale (of the sum, for an average).
+    pub scale: f64,
+    /// The count's noise scale, for an average.
+    pub count_scale: Option<f64>,
+    /// Rounding grid of float noise, if any.
+    pub grid: Option<f64>,
+    /// Half-width of the 95% interval of the noise, when it has one.
+    pub ci95: Option<f64>,
+}
+
+impl DpRelease {
+    /// The keys known before the query runs: the cost, the bounds, and each
+    /// selection's and noisy value's parameters (as JSON, one entry per
+    /// released aggregate or value).
+    fn insert_static(&self, metadata: &mut HashMap<String, String>) {
+        metadata.insert("seuil.dp.epsilon".into(), self.epsilon.to_string());
+        metadata.insert("seuil.dp.delta".into(), self.delta.to_string());
+        metadata.insert(
+            "seuil.dp.epsilon_per_release".into(),
+            self.epsilon_per_release.to_string(),
+        );
+        metadata.insert(
+            "seuil.dp.max_groups_per_person".into(),
+            self.max_groups_per_person.to_string(),
+        );
+        metadata.insert(
+            "seuil.dp.max_rows_per_cell".into(),
+            self.max_rows_per_cell.to_string(),
+        );
+        if let Ok(selections) = serde_json::to_string(&self.selections) {
+            metadata.insert("seuil.dp.selection".into(), selections);
+        }
+        if let Ok(values) = serde_json::to_string(&self.values) {
+            metadata.insert("seuil.dp.values".into(), values);
+        }
+    }
+
+    /// The noisy value named `name` (in its aggregate's output), if one is.
+    pub fn field(&self, name: &str) -> Option<&NoisyField> {
+        self.values.iter().find(|v| v.name == name)
+    }
+}
+
+impl NoisyField {
+    /// The value's field metadata (`seuil.dp.mechanism`, `seuil.dp.scale`,
+    /// `seuil.dp.ci95`, ...).
+    pub fn metadata(&self) -> HashMap<String, String> {
+        let mut metadata = HashMap::new();
+        metadata.insert("seuil.dp.mechanism".into(), self.mechanism.clone());
+        metadata.insert("seuil.dp.scale".into(), self.scale.to_string());
+        if let Some(scale) = self.count_scale {
+            metadata.insert("seuil.dp.count_scale".into(), scale.to_string());
+        }
+        if let Some(grid) = self.grid {
+            metadata.insert("seuil.dp.grid".into(), grid.to_string());
+        }
+        if let Some(ci) = self.ci95 {
+            metadata.insert("seuil.dp.ci95".into(), ci.to_string());
+        }
+        metadata
+    }
 }
 
 impl ReleaseReport {
@@ -123,6 +243,7 @@ impl ReleaseReport {
             suppressed_cells: Vec::new(),
             values_suppressed: 0,
             nodes: Vec::new(),
+            dp: None,
         }
     }
 
@@ -139,6 +260,9 @@ impl ReleaseReport {
             metadata.insert("seuil.rounding".into(), base.to_string());
         }
         metadata.insert("seuil.suppression".into(), self.withheld());
+        if let Some(dp) = &self.dp {
+            dp.insert_static(&mut metadata);
+        }
         metadata
     }
 
@@ -146,6 +270,12 @@ impl ReleaseReport {
     /// query of the role, whatever the data.
     pub fn withheld(&self) -> String {
         let k = self.min_persons;
+        if self.mode == seuil_policies::Mode::Dp.as_str() {
+            return format!(
+                "every number is noisy; a cell is released when its noisy count of persons, less {}, passes a threshold set by delta, so cells of few persons are left out without saying how many",
+                k.saturating_sub(1)
+            );
+        }
         format!(
             "cells of fewer than {k} persons, cells dominated by their largest persons, and cells that protect them in tables with margins are left out; values computed from fewer than {k} persons are NULL; how many were withheld is kept in the audit log only"
         )
@@ -168,6 +298,21 @@ impl ReleaseReport {
         if !self.nodes.is_empty() {
             let names: Vec<&str> = self.nodes.iter().map(|n| n.node.as_str()).collect();
             metadata.insert("seuil.nodes".into(), names.join(","));
+        }
+        if let Some(charge) = self.dp.as_ref().and_then(|dp| dp.charge.as_ref()) {
+            metadata.insert("seuil.dp.epsilon_spent".into(), charge.epsilon.to_string());
+            metadata.insert("seuil.dp.delta_spent".into(), charge.delta.to_string());
+            metadata.insert(
+                "seuil.dp.epsilon_left".into(),
+                charge.user_epsilon_left.to_string(),
+            );
+            if let Some(left) = charge.project_epsilon_left {
+                metadata.insert("seuil.dp.project_epsilon_left".into(), left.to_string());
+            }
+            if let Some(left) = charge.user_delta_left {
+                metadata.insert("seuil.dp.delta_left".into(), left.to_string());
+            }
+            metadata.insert("seuil.dp.charge_id".into(), charge.charge_id.clone());
         }
         metadata
     }

@@ -48,6 +48,7 @@ impl ReleaseMechanism for Threshold {
         CellsNeeds {
             persons_up_to: self.role.min_persons,
             largest: dominance_depth(&self.role),
+            bounding: None,
         }
     }
 

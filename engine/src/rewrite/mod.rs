@@ -392,8 +392,14 @@ impl<'a> PrivacyRewrite<'a> {
             group_expr: group,
             aggr_expr: aggr,
         };
-        let (step, replacement) =
-            cells::release_aggregate(id, rewritten, aggregate, &lineage, self.role, self.needs)?;
+        let (step, replacement) = cells::release_aggregate(
+            id,
+            rewritten,
+            aggregate,
+            &lineage,
+            self.role,
+            self.needs.clone(),
+        )?;
         if !step.layout.dominance.is_empty() {
             self.notes.insert(Note::new(
                 Rule::Magnitudes,

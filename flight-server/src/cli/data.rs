@@ -3,6 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use seuil_engine::budget::BudgetLedger;
+use seuil_engine::options::ContributionKey;
 use seuil_engine::{Engine, EngineOptions, IndexOpening};
 use seuil_policies::{Diagnostics, PolicySource};
 
@@ -103,16 +107,29 @@ pub fn open_audit_log(config: &ServerConfig) -> anyhow::Result<AuditLog> {
     Ok(AuditLog::open(&config.server.audit_log_path(), key)?)
 }
 
-/// The engine's options from the configuration's limits.
-fn engine_options(config: &ServerConfig) -> EngineOptions {
-    EngineOptions {
+/// Opens the configured privacy budget ledger, creating it when there is
+/// none.
+pub fn open_budget_ledger(config: &ServerConfig) -> anyhow::Result<Arc<BudgetLedger>> {
+    Ok(Arc::new(BudgetLedger::open(
+        &config.server.budget_ledger_path(),
+    )?))
+}
+
+/// The engine's options from the configuration's limits. dp mode's choice
+/// of a person's cells is keyed by a key derived from the audit key: a
+/// secret of the deployment that queriers never see, the same for the
+/// server and `seuil query`.
+fn engine_options(config: &ServerConfig) -> anyhow::Result<EngineOptions> {
+    let audit_key = AuditKey::load_or_create(&config.server.audit_key_path())?;
+    Ok(EngineOptions {
         memory_limit_bytes: Some(config.limits.memory_limit_mb.saturating_mul(1 << 20)),
         target_partitions: None,
         max_sql_bytes: config.limits.max_sql_bytes,
         max_nesting: config.limits.max_nesting,
         person_index: config.server.person_index_setting(),
+        contribution_key: ContributionKey::new(audit_key.derive("seuil dp contribution choice")),
         ..EngineOptions::default()
-    }
+    })
 }
 
 /// Tells how long building the person index took, and the policy's warnings.
@@ -140,10 +157,10 @@ pub async fn open_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
     ensure_demo_data(config)?;
     let source = policy_source(config.server.policy.as_deref())?;
     let (engine, warnings) =
-        Engine::open_files(&source, &config.server.data, engine_options(config)).await?;
+        Engine::open_files(&source, &config.server.data, engine_options(config)?).await?;
     report_opening(config, &engine, &source, &warnings);
     config.check_roles(engine.policy())?;
-    Ok(engine)
+    Ok(engine.with_budget(open_budget_ledger(config)?))
 }
 
 /// Opens a data node's engine on its share of the tables
@@ -157,12 +174,12 @@ pub async fn open_node_engine(config: &ServerConfig) -> anyhow::Result<Engine> {
     }
     let source = policy_source(config.server.policy.as_deref())?;
     let (engine, warnings) =
-        Engine::open_share(&source, &config.server.data, engine_options(config)).await?;
+        Engine::open_share(&source, &config.server.data, engine_options(config)?).await?;
     report_opening(config, &engine, &source, &warnings);
     Ok(engine)
 }
 
 /// The options of a coordinator's engine (the same limits as a server's).
-pub fn coordinator_options(config: &ServerConfig) -> EngineOptions {
+pub fn coordinator_options(config: &ServerConfig) -> anyhow::Result<EngineOptions> {
     engine_options(config)
 }

@@ -103,6 +103,12 @@ pub async fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             for rule in &explanation.rules {
                 println!("--   {rule}");
             }
+            if !explanation.cost.is_empty() {
+                println!("-- privacy budget (charged before anything is read):");
+                for line in &explanation.cost {
+                    println!("--   {line}");
+                }
+            }
             println!("\n-- plan:\n{}", explanation.plan);
             Ok(ExitCode::SUCCESS)
         }

@@ -76,14 +76,35 @@ pub fn format_batches(batches: &[RecordBatch], format: Format) -> anyhow::Result
 /// released and what the rules withhold. Counts of suppressed cells would
 /// tell a cell of 0 persons from one of a few; they go to the audit log.
 pub fn describe_report(report: &ReleaseReport) -> String {
-    format!(
+    let mut text = format!(
         "{} cells released (policy {} {}, {} mode): {}",
         report.cells_released,
         report.policy,
         report.policy_version,
         report.mode,
         report.withheld()
-    )
+    );
+    if let Some(dp) = &report.dp {
+        for value in &dp.values {
+            text.push_str(&format!(
+                "\n{}: {} noise of scale {}",
+                value.name, value.mechanism, value.scale
+            ));
+            if let Some(ci) = value.ci95 {
+                text.push_str(&format!(", 95% interval ±{ci}"));
+            }
+        }
+        if let Some(charge) = &dp.charge {
+            text.push_str(&format!(
+                "\nspent epsilon {} and delta {:e}; you have epsilon {} left",
+                charge.epsilon, charge.delta, charge.user_epsilon_left
+            ));
+            if let Some(left) = charge.project_epsilon_left {
+                text.push_str(&format!(", the project {left}"));
+            }
+        }
+    }
+    text
 }
 
 /// Runs `seuil query`. The query reads private data, so it is audited as

@@ -172,7 +172,7 @@ pub async fn open_coordinator(
     config: &ServerConfig,
     local: Option<&std::path::Path>,
 ) -> anyhow::Result<Engine> {
-    let options = crate::cli::data::coordinator_options(config);
+    let options = crate::cli::data::coordinator_options(config)?;
     // Local tables are opened first: a wrong folder is reported before
     // waiting for nodes.
     let local = match local {
@@ -199,7 +199,9 @@ pub async fn open_coordinator(
     let runner = FlightCellsRunner {
         nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
     };
-    Ok(engine.with_cells_runner(Arc::new(runner)))
+    Ok(engine
+        .with_cells_runner(Arc::new(runner))
+        .with_budget(crate::cli::data::open_budget_ledger(config)?))
 }
 
 /// Runs cells plans on data nodes over Arrow Flight.

@@ -66,6 +66,16 @@ impl AuditKey {
         Self(bytes)
     }
 
+    /// A key for another purpose, derived from this one (HMAC-SHA256 of the
+    /// purpose's name): one secret of the deployment, several keys that
+    /// tell nothing of each other.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// Reads the key in `path` (64 hex digits).
     pub fn load(path: &Path) -> Result<Self, AuditError> {
         let text = std::fs::read_to_string(path).map_err(|source| AuditError::Io {

@@ -38,6 +38,7 @@ impl Fixture {
         config.server.data = data.path().to_path_buf();
         config.server.audit_log = Some(dir.path().join("audit.jsonl"));
         config.server.audit_key_file = Some(dir.path().join("audit.key"));
+        config.server.budget_ledger = Some(dir.path().join("budget.sqlite"));
         config.server.demo_persons = 0;
         // Two more users, password `demo` too: carol, another researcher,
         // and rita, of the regional role with its narrower scope.
@@ -58,6 +59,10 @@ impl Fixture {
         self.config.server.audit_log_path()
     }
 
+    pub fn budget_ledger(&self) -> PathBuf {
+        self.config.server.budget_ledger_path()
+    }
+
     pub fn audit_key(&self) -> PathBuf {
         self.config.server.audit_key_path()
     }
@@ -74,6 +79,7 @@ listen = "127.0.0.1:0"
 data = "{data}"
 audit_log = "{audit}"
 audit_key_file = "{key}"
+budget_ledger = "{ledger}"
 demo_persons = 0
 
 [limits]
@@ -86,10 +92,15 @@ password_hash = "{hash}"
 [users.carol]
 role = "researcher"
 password_hash = "{hash}"
+
+[users.bob]
+role = "public"
+password_hash = "{hash}"
 "#,
             data = self.data.path().display(),
             audit = self.audit_log().display(),
             key = self.audit_key().display(),
+            ledger = self.budget_ledger().display(),
         );
         let path = self.dir.path().join("seuil.toml");
         std::fs::write(&path, text).expect("writing the configuration");

@@ -1,0 +1,361 @@
+//! The cells plan of dp mode: each person's contribution bounded before
+//! cells are formed (DESIGN.md §2, "dp"), so that the noise the release
+//! step adds can be calibrated to what one person can change.
+//!
+//! One plan, one pass over the data, in levels:
+//!
+//! 1. per cell and person: each value's partial, bounded: a count of rows
+//!    is capped at `max_rows_per_cell` (a count of persons at 1), a sum of a
+//!    sensitive column is the person's sum clamped to the column's bounds
+//!    and rounded to the grid of sums, as an integer of grid units;
+//! 2. the person's cells ranked by a keyed hash of the person and the cell
+//!    ([`crate::functions::contribution_choice`]), and only the first
+//!    `max_groups_per_person` kept: the choice depends on neither the data
+//!    of other persons nor anything the querier controls;
+//! 3. per cell: the sums of the bounded partials, and the exact number of
+//!    persons who kept the cell, which partition selection reads;
+//! 4. a projection to the user's columns, names and types, then the
+//!    persons and the bounded values the noise is added to
+//!    ([`NoisyValue`]).
+//!
+//! What has no mechanism yet is refused here, before anything runs:
+//! grouping sets, order statistics, spreads, sums without bounds.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Column, DFSchemaRef};
+use datafusion::functions::core::expr_fn::{greatest, least};
+use datafusion::functions::math::expr_fn::round;
+use datafusion::functions_aggregate::count::count_udaf;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_aggregate::sum::sum_udaf;
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::expr::Sort;
+use datafusion::logical_expr::{
+    Aggregate, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Projection, TryCast, col,
+    lit,
+};
+
+use super::exprs::{average, cast, with_function};
+use super::layout::{Bounding, CellsLayout, NoisyValue};
+use super::measures::{Measure, Value};
+use crate::error::{EngineError, Refusal, Rule, place_of, plan_fault};
+use crate::functions::{contribution_choice, exact_float_sum};
+use crate::lineage::{PERSONS_COLUMN, PersonLineage, output_column};
+
+/// How a level-1 partial is bounded.
+#[derive(Clone, Copy)]
+enum Bound {
+    /// A count, capped.
+    Cap(u32),
+    /// A sum, clamped.
+    Clamp(f64, f64),
+}
+
+impl Bound {
+    fn same_as(&self, other: &Bound) -> bool {
+        match (self, other) {
+            (Bound::Cap(a), Bound::Cap(b)) => a == b,
+            (Bound::Clamp(a, b), Bound::Clamp(c, d)) => a == c && b == d,
+            _ => false,
+        }
+    }
+}
+
+/// How one user value is made of its bounded partials.
+enum Made {
+    /// The selection's count of persons (with the partial that counts them,
+    /// for the exact value the cells plan shows).
+    Persons(usize),
+    /// A count of rows.
+    Rows(usize, u32),
+    /// A sum.
+    Sum(usize, (f64, f64)),
+    /// A sum over a count.
+    Avg(usize, usize, (f64, f64), u32),
+}
+
+fn refuse(value: &Value, what: &str, hint: &str) -> EngineError {
+    let name = match &value.call {
+        Expr::Alias(alias) => alias.name.clone(),
+        other => other.schema_name().to_string(),
+    };
+    EngineError::Refused(
+        Refusal::new(
+            Rule::Mode,
+            format!("{name}: {what} in differential privacy mode"),
+            hint,
+        )
+        .at(place_of(&value.call)),
+    )
+}
+
+/// Builds the bounded cells plan of a released aggregate.
+pub(super) fn cells_plan(
+    input: LogicalPlan,
+    group_expr: Vec<Expr>,
+    values: &[Value],
+    lineage: &PersonLineage,
+    bounding: &Bounding,
+    original_schema: &DFSchemaRef,
+) -> Result<(LogicalPlan, CellsLayout), EngineError> {
+    if group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+        return Err(EngineError::refused(
+            Rule::Mode,
+            "GROUPING SETS, ROLLUP and CUBE have no noise mechanism in differential privacy mode yet",
+            "run one query per grouping: each is charged to the budget",
+        ));
+    }
+    let max_rows = bounding.max_rows_per_cell;
+    let mut partials: Vec<(Expr, Bound)> = Vec::new();
+    // The same partial is computed once (`SUM(x)` next to `AVG(x)`):
+    // DataFusion's planning would give two copies' common parts one name
+    // twice.
+    let mut add = |expr: Expr, bound: Bound| {
+        if let Some(known) = partials
+            .iter()
+            .position(|(e, b)| *e == expr && b.same_as(&bound))
+        {
+            return known;
+        }
+        partials.push((expr, bound));
+        partials.len() - 1
+    };
+    let mut made = Vec::with_capacity(values.len());
+    for value in values {
+        made.push(match &value.measure {
+            Measure::Count { argument } => {
+                let argument = argument.clone().unwrap_or_else(|| lit(1i64));
+                let p = add(
+                    with_function(value, count_udaf(), vec![argument], false),
+                    Bound::Cap(max_rows),
+                );
+                Made::Rows(p, max_rows)
+            }
+            // A person counts once in a cell: 1 when any of its rows there
+            // passes the value's FILTER.
+            Measure::CountPersons { argument } => {
+                let p = add(
+                    with_function(value, count_udaf(), vec![argument.clone()], false),
+                    Bound::Cap(1),
+                );
+                if value.filter.is_none() {
+                    Made::Persons(p)
+                } else {
+                    Made::Rows(p, 1)
+                }
+            }
+            Measure::Sum {
+                argument,
+                bounds: Some((lower, upper)),
+            } => {
+                let p = add(
+                    with_function(
+                        value,
+                        sum_udaf(),
+                        vec![cast(argument.clone(), DataType::Float64)],
+                        false,
+                    ),
+                    Bound::Clamp(*lower, *upper),
+                );
+                Made::Sum(p, (*lower, *upper))
+            }
+            Measure::Avg {
+                argument,
+                bounds: Some((lower, upper)),
+            } => {
+                let s = add(
+                    with_function(
+                        value,
+                        sum_udaf(),
+                        vec![cast(argument.clone(), DataType::Float64)],
+                        false,
+                    ),
+                    Bound::Clamp(*lower, *upper),
+                );
+                let c = add(
+                    with_function(value, count_udaf(), vec![argument.clone()], false),
+                    Bound::Cap(max_rows),
+                );
+                Made::Avg(s, c, (*lower, *upper), max_rows)
+            }
+            Measure::Sum { bounds: None, .. } | Measure::Avg { bounds: None, .. } => {
+                return Err(refuse(
+                    value,
+                    "a sum or an average needs a column whose policy gives bounds",
+                    "sum or average a sensitive column with bounds, or count rows",
+                ));
+            }
+            Measure::Order { .. } => {
+                return Err(refuse(
+                    value,
+                    "MIN, MAX and MEDIAN have no noise mechanism",
+                    "count persons or rows by bands of the column instead",
+                ));
+            }
+            Measure::Direct { .. } => {
+                return Err(refuse(
+                    value,
+                    "this aggregate has no noise mechanism",
+                    "release counts, COUNT(DISTINCT <person>), and sums and averages of bounded columns",
+                ));
+            }
+        });
+    }
+
+    // Level 1: per cell and person.
+    let person = lineage.person.clone();
+    let groups = group_expr.len();
+    let mut level1_groups = group_expr;
+    level1_groups.push(col(person));
+    let aggregates: Vec<Expr> = partials
+        .iter()
+        .enumerate()
+        .map(|(i, (expr, _))| {
+            exact_float_sum(expr.clone(), input.schema()).alias(format!("__seuil_partial_{i}"))
+        })
+        .collect();
+    let level1 =
+        Aggregate::try_new(Arc::new(input), level1_groups, aggregates).map_err(plan_fault)?;
+    let schema = Arc::clone(&level1.schema);
+    let cell: Vec<Expr> = (0..groups)
+        .map(|i| Expr::Column(output_column(&schema, i)))
+        .collect();
+    let person = Expr::Column(output_column(&schema, groups));
+    let mut exprs: Vec<Expr> = cell.clone();
+    exprs.push(person.clone());
+    for (i, (_, bound)) in partials.iter().enumerate() {
+        let column = Expr::Column(output_column(&schema, groups + 1 + i));
+        let name = format!("__seuil_partial_{i}");
+        exprs.push(match *bound {
+            Bound::Cap(cap) => least(vec![column, lit(i64::from(cap))]).alias(name),
+            // A person without a value in the cell (all rows filtered out)
+            // stays NULL: it adds nothing.
+            Bound::Clamp(lower, upper) => {
+                let clamped = greatest(vec![lit(lower), least(vec![column, lit(upper)])]);
+                let units = round(vec![clamped * lit(2f64.powi(-bounding.sum_grid_power))]);
+                cast(units, DataType::Int64).alias(name)
+            }
+        });
+    }
+    exprs.push(
+        contribution_choice(bounding.key.bytes(), person.clone(), cell.clone())
+            .alias("__seuil_choice"),
+    );
+    let bounded =
+        Projection::try_new(exprs, Arc::new(LogicalPlan::Aggregate(level1))).map_err(plan_fault)?;
+    let schema = Arc::clone(&bounded.schema);
+    let person = Expr::Column(output_column(&schema, groups));
+
+    // Level 2: each person's first cells by the keyed hash.
+    let rank = row_number()
+        .partition_by(vec![person])
+        .order_by(vec![Sort::new(
+            col(Column::from_name("__seuil_choice")),
+            true,
+            false,
+        )])
+        .build()
+        .map_err(plan_fault)?;
+    let rank_name = rank.schema_name().to_string();
+    let ranked = LogicalPlanBuilder::window_plan(LogicalPlan::Projection(bounded), vec![rank])
+        .map_err(plan_fault)?;
+    let chosen = LogicalPlanBuilder::from(ranked)
+        .filter(
+            col(Column::from_name(rank_name)).lt_eq(lit(i64::from(bounding.max_groups_per_person))),
+        )
+        .map_err(plan_fault)?
+        .build()
+        .map_err(plan_fault)?;
+
+    // Level 3: per cell.
+    let schema = Arc::clone(chosen.schema());
+    let cell: Vec<Expr> = (0..groups)
+        .map(|i| Expr::Column(output_column(&schema, i)))
+        .collect();
+    let mut sums: Vec<Expr> = (0..partials.len())
+        .map(|i| {
+            let partial = col(Column::from_name(format!("__seuil_partial_{i}")));
+            sum(partial).alias(format!("__seuil_bounded_{i}"))
+        })
+        .collect();
+    sums.push(count(lit(1i64)).alias(PERSONS_COLUMN));
+    let cells = Aggregate::try_new(Arc::new(chosen), cell, sums).map_err(plan_fault)?;
+
+    // Level 4: the user's columns, then what the release step reads.
+    let cells_schema = Arc::clone(&cells.schema);
+    let named = |name: String| col(Column::from_name(name));
+    let bounded_column = |p: usize| named(format!("__seuil_bounded_{p}"));
+    let mut exprs: Vec<Expr> = (0..groups)
+        .map(|i| Expr::Column(output_column(&cells_schema, i)))
+        .collect();
+    let first_value = original_schema.fields().len() - values.len();
+    for (i, m) in made.iter().enumerate() {
+        let field = original_schema.field(first_value + i);
+        // The exact bounded value stands in the user's column until the
+        // release step replaces it with a noisy one.
+        let grid = lit(2f64.powi(bounding.sum_grid_power));
+        let exact = match m {
+            Made::Persons(p) | Made::Rows(p, _) => bounded_column(*p),
+            Made::Sum(p, _) => cast(bounded_column(*p), DataType::Float64) * grid,
+            Made::Avg(s, c, _, _) => average(
+                cast(bounded_column(*s), DataType::Float64) * grid,
+                bounded_column(*c),
+            ),
+        };
+        exprs.push(
+            Expr::TryCast(TryCast::new(Box::new(exact), field.data_type().clone()))
+                .alias(field.name()),
+        );
+    }
+    let output_columns = exprs.len();
+    let persons = output_columns;
+    exprs.push(named(PERSONS_COLUMN.to_string()));
+    for p in 0..partials.len() {
+        exprs.push(cast(bounded_column(p), DataType::Int64).alias(format!("__seuil_bounded_{p}")));
+    }
+    let column_of = |p: usize| persons + 1 + p;
+    let noisy = made
+        .iter()
+        .map(|m| match *m {
+            Made::Persons(_) => NoisyValue::Persons,
+            Made::Rows(p, per_person) => NoisyValue::Rows {
+                column: column_of(p),
+                per_person,
+            },
+            Made::Sum(p, bounds) => NoisyValue::Sum {
+                column: column_of(p),
+                bounds,
+            },
+            Made::Avg(s, c, bounds, per_person) => NoisyValue::Avg {
+                sum: column_of(s),
+                rows: column_of(c),
+                bounds,
+                per_person,
+            },
+        })
+        .collect();
+    let measures = values
+        .iter()
+        .map(|value| super::layout::MeasureLayout {
+            kind: value.kind(),
+            contributors: None,
+            rounded: !value.is_structural(),
+        })
+        .collect();
+    let projection =
+        Projection::try_new(exprs, Arc::new(LogicalPlan::Aggregate(cells))).map_err(plan_fault)?;
+    Ok((
+        LogicalPlan::Projection(projection),
+        CellsLayout {
+            output_columns,
+            group_columns: groups,
+            grouping: None,
+            measures,
+            persons,
+            dominance: Vec::new(),
+            noisy,
+        },
+    ))
+}

@@ -1,0 +1,186 @@
+//! `seuil_contribution_choice(person, g1, g2, ...)`: a keyed hash of a
+//! person and a cell, by which dp mode chooses the cells a person counts in
+//! when they are in more than `max_groups_per_person` of them.
+//!
+//! The choice must not depend on anything the querier controls or can
+//! predict, or a querier could steer one person's contribution into the
+//! cells they watch: so it is an HMAC-SHA256 under a secret key of the
+//! deployment, which never appears in a plan (the key lives in the function
+//! registered in each session, not in an argument). The same person and cell
+//! always get the same value under one key, so the choice does not depend
+//! on partitions, batches or threads either.
+//!
+//! Values are encoded with Arrow's row format before hashing, which is
+//! injective for a given list of types: two different (person, cell) pairs
+//! never hash the same input.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, UInt64Builder};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::{Result as DfResult, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// The function's name in plans.
+pub const NAME: &str = "seuil_contribution_choice";
+
+/// The keyed hash of a person and a cell.
+pub struct ContributionChoice {
+    signature: Signature,
+    key: [u8; 32],
+}
+
+impl ContributionChoice {
+    /// The function under `key`.
+    pub fn new(key: [u8; 32]) -> Self {
+        Self {
+            signature: Signature::variadic_any(Volatility::Immutable),
+            key,
+        }
+    }
+}
+
+impl std::fmt::Debug for ContributionChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is a secret of the deployment: never printed.
+        f.debug_struct("ContributionChoice").finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for ContributionChoice {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for ContributionChoice {}
+
+impl std::hash::Hash for ContributionChoice {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        NAME.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for ContributionChoice {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::UInt64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        if args.args.is_empty() {
+            return exec_err!("{NAME} needs a person");
+        }
+        let rows = args.number_rows;
+        let arrays: Vec<ArrayRef> = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<DfResult<_>>()?;
+        let fields = arrays
+            .iter()
+            .map(|a| SortField::new(a.data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(fields)?;
+        let encoded = converter.convert_columns(&arrays)?;
+        let keyed = Hmac::<Sha256>::new_from_slice(&self.key)
+            .map_err(|e| datafusion::error::DataFusionError::Internal(e.to_string()))?;
+        let mut out = UInt64Builder::with_capacity(rows);
+        for row in encoded.iter() {
+            let mut mac = keyed.clone();
+            mac.update(row.as_ref());
+            let digest = mac.finalize().into_bytes();
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest[..8]);
+            out.append_value(u64::from_be_bytes(first));
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// A call of the function registered under `key`, over `person` and the
+/// cell's group expressions.
+pub fn contribution_choice(key: [u8; 32], person: Expr, groups: Vec<Expr>) -> Expr {
+    let mut args = vec![person];
+    args.extend(groups);
+    ScalarUDF::from(ContributionChoice::new(key)).call(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, StringArray, UInt64Array};
+    use datafusion::arrow::datatypes::Field;
+    use datafusion::config::ConfigOptions;
+
+    use super::*;
+
+    fn choose(key: [u8; 32], persons: &[i64], cells: &[&str]) -> Vec<u64> {
+        let person: ArrayRef = Arc::new(Int64Array::from(persons.to_vec()));
+        let cell: ArrayRef = Arc::new(StringArray::from(cells.to_vec()));
+        let args = ScalarFunctionArgs {
+            args: vec![ColumnarValue::Array(person), ColumnarValue::Array(cell)],
+            arg_fields: vec![
+                Arc::new(Field::new("p", DataType::Int64, false)),
+                Arc::new(Field::new("c", DataType::Utf8, false)),
+            ],
+            number_rows: persons.len(),
+            return_field: Arc::new(Field::new("r", DataType::UInt64, false)),
+            config_options: Arc::new(ConfigOptions::default()),
+        };
+        let out = ContributionChoice::new(key)
+            .invoke_with_args(args)
+            .unwrap()
+            .to_array(persons.len())
+            .unwrap();
+        out.as_any()
+            .downcast_ref::<UInt64Array>()
+            .unwrap()
+            .values()
+            .to_vec()
+    }
+
+    #[test]
+    fn the_same_person_and_cell_hash_the_same_under_one_key_only() {
+        let a = choose([1; 32], &[7, 7, 8], &["75", "75", "75"]);
+        assert_eq!(a[0], a[1]);
+        assert_ne!(a[0], a[2]);
+        let b = choose([2; 32], &[7], &["75"]);
+        assert_ne!(a[0], b[0], "another key gives another choice");
+    }
+
+    #[test]
+    fn values_are_encoded_without_ambiguity() {
+        // ("1", "23") and ("12", "3") would collide under plain concatenation.
+        let person: ArrayRef = Arc::new(StringArray::from(vec!["1", "12"]));
+        let cell: ArrayRef = Arc::new(StringArray::from(vec!["23", "3"]));
+        let args = ScalarFunctionArgs {
+            args: vec![ColumnarValue::Array(person), ColumnarValue::Array(cell)],
+            arg_fields: vec![
+                Arc::new(Field::new("p", DataType::Utf8, false)),
+                Arc::new(Field::new("c", DataType::Utf8, false)),
+            ],
+            number_rows: 2,
+            return_field: Arc::new(Field::new("r", DataType::UInt64, false)),
+            config_options: Arc::new(ConfigOptions::default()),
+        };
+        let out = ContributionChoice::new([3; 32])
+            .invoke_with_args(args)
+            .unwrap()
+            .to_array(2)
+            .unwrap();
+        let out = out.as_any().downcast_ref::<UInt64Array>().unwrap();
+        assert_ne!(out.value(0), out.value(1));
+    }
+}
