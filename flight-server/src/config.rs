@@ -131,9 +131,10 @@ pub struct ServerSection {
     /// when omitted.
     #[serde(default)]
     pub audit_key_file: Option<PathBuf>,
-    /// The privacy budget ledger of dp roles (SQLite); `budget.sqlite` in
-    /// the data folder when omitted, so that the server and `seuil query`
-    /// on the same data charge the same budget.
+    /// The privacy budget ledger of dp roles (SQLite); `budget.sqlite` next
+    /// to the audit log when omitted (in the data folder by default), so
+    /// that the server and `seuil query` on the same data charge the same
+    /// budget.
     #[serde(default)]
     pub budget_ledger: Option<PathBuf>,
     /// When the data folder is empty, generate the synthetic SNDS with this
@@ -158,12 +159,12 @@ impl ServerSection {
             .unwrap_or_else(|| self.data.join("audit.jsonl"))
     }
 
-    /// The budget ledger: the configured one, or `budget.sqlite` in the data
-    /// folder.
+    /// The budget ledger: the configured one, or `budget.sqlite` next to the
+    /// audit log (a coordinator's data folder may hold no tables of its own).
     pub fn budget_ledger_path(&self) -> PathBuf {
         self.budget_ledger
             .clone()
-            .unwrap_or_else(|| self.data.join("budget.sqlite"))
+            .unwrap_or_else(|| self.audit_log_path().with_file_name("budget.sqlite"))
     }
 
     /// The audit key file: the configured one, or `seuil/audit.key` in the
