@@ -34,6 +34,13 @@
 //! private rows. An engine with an audit sink ([`audit`]) writes a line
 //! before each query starts and one before its result leaves.
 //!
+//! A role in dp mode gets cells computed from contributions bounded per
+//! person ([`cells`]) and released with noise by [`release::Dp`]. The
+//! query's privacy cost is fixed from the policy and the query's shape
+//! before any data is read, and charged first to the engine's budget
+//! ledger ([`budget`], [`Engine::with_budget`]); an engine without a ledger
+//! serves no dp role.
+//!
 //! The engine knows no network protocol: the Flight SQL server and the CLI
 //! (`flight-server`) turn requests into [`Engine::query`] calls.
 //!
@@ -246,114 +253,6 @@ impl std::fmt::Debug for QueryResult {
 struct RoleRuntime {
     ctx: SessionContext,
     row_filters: BTreeMap<String, Expr>,
-}
-
-/// The dp metadata of each output column of a rewritten query that is a
-/// noisy value as released (through projections, filters, sorts and
-/// limits, under any name): a value computed further from noisy values has
-/// no interval of its own, and gets none.
-fn noisy_fields(
-    rewritten: &rewrite::RewrittenQuery,
-    report: &ReleaseReport,
-) -> Vec<Option<std::collections::HashMap<String, String>>> {
-    let Some(dp) = &report.dp else {
-        return Vec::new();
-    };
-    released_values(rewritten)
-        .into_iter()
-        .map(|source| {
-            let (aggregate, value) = source?;
-            dp.values
-                .iter()
-                .find(|v| v.aggregate == aggregate && v.value == value)
-                .map(release::NoisyField::metadata)
-        })
-        .collect()
-}
-
-/// Names each noisy value of a dp report after the output column that
-/// releases it as it is, when one does: what the client reads.
-fn name_noisy_values(report: &mut ReleaseReport, rewritten: &rewrite::RewrittenQuery) {
-    let Some(dp) = &mut report.dp else {
-        return;
-    };
-    let schema = rewritten.plan.schema();
-    for (index, source) in released_values(rewritten).into_iter().enumerate() {
-        if let Some((aggregate, value)) = source
-            && let Some(noisy) = dp
-                .values
-                .iter_mut()
-                .find(|v| v.aggregate == aggregate && v.value == value)
-        {
-            noisy.name = schema.field(index).name().clone();
-        }
-    }
-}
-
-/// For each output column of a rewritten query, the released aggregate and
-/// value it passes on unchanged, if any.
-fn released_values(rewritten: &rewrite::RewrittenQuery) -> Vec<Option<(usize, usize)>> {
-    (0..rewritten.plan.schema().fields().len())
-        .map(|index| {
-            let (aggregate, column) = released_source(&rewritten.plan, index)?;
-            let step = rewritten.releases.iter().find(|s| s.id == aggregate)?;
-            Some((aggregate, column.checked_sub(step.layout.group_columns)?))
-        })
-        .collect()
-}
-
-/// Which released aggregate's cells column the output column `index` of
-/// `plan` passes on unchanged, if any.
-fn released_source(plan: &LogicalPlan, index: usize) -> Option<(usize, usize)> {
-    match plan {
-        LogicalPlan::Projection(projection) => {
-            let mut expr = projection.expr.get(index)?;
-            while let Expr::Alias(alias) = expr {
-                expr = &alias.expr;
-            }
-            let Expr::Column(column) = expr else {
-                return None;
-            };
-            if let Some(table) = &column.relation
-                && let Some(id) = table.table().strip_prefix("__seuil_cells_")
-            {
-                let id = id.parse().ok()?;
-                let position = column.name.strip_prefix('c')?.parse().ok()?;
-                return Some((id, position));
-            }
-            let input_index = projection.input.schema().index_of_column(column).ok()?;
-            released_source(&projection.input, input_index)
-        }
-        LogicalPlan::Filter(_)
-        | LogicalPlan::Sort(_)
-        | LogicalPlan::Limit(_)
-        | LogicalPlan::SubqueryAlias(_) => released_source(plan.inputs().first()?, index),
-        _ => None,
-    }
-}
-
-/// `schema` with `metadata[i]` on its field `i`.
-fn with_field_metadata(
-    schema: Schema,
-    metadata: &[Option<std::collections::HashMap<String, String>>],
-) -> SchemaRef {
-    if metadata.iter().all(Option::is_none) {
-        return Arc::new(schema);
-    }
-    let fields: Vec<datafusion::arrow::datatypes::Field> = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, field)| match metadata.get(i).cloned().flatten() {
-            Some(extra) => {
-                let mut own = field.metadata().clone();
-                own.extend(extra);
-                field.as_ref().clone().with_metadata(own)
-            }
-            None => field.as_ref().clone(),
-        })
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// Runs `work` until `deadline`, if there is one.
@@ -771,13 +670,13 @@ impl Engine {
         // A dp query's cost is known now: the statement tells it before
         // anything runs.
         report.dp = setup.mechanism.cost(&rewritten.releases)?;
-        name_noisy_values(&mut report, &rewritten);
-        let result = with_field_metadata(
+        release::name_noisy_values(&mut report, &rewritten.plan, &rewritten.releases);
+        let result = release::with_field_metadata(
             Schema::new_with_metadata(
                 rewritten.plan.schema().as_arrow().fields().clone(),
                 report.static_metadata(),
             ),
-            &noisy_fields(&rewritten, &report),
+            &release::noisy_fields(&rewritten.plan, &rewritten.releases, &report),
         );
         Ok(CheckedQuery {
             user: user.clone(),
@@ -886,12 +785,12 @@ impl Engine {
         let mut report = self
             .release(user, &setup, &rewritten, &mut timings, query_id)
             .await?;
-        name_noisy_values(&mut report, &rewritten);
+        release::name_noisy_values(&mut report, &rewritten.plan, &rewritten.releases);
         let runtime = setup.runtime;
         let rewritten_plan = rewritten.plan.display_indent().to_string();
-        let noisy = noisy_fields(&rewritten, &report);
+        let noisy = release::noisy_fields(&rewritten.plan, &rewritten.releases, &report);
         let stream = query::stream(&runtime.ctx, rewritten.plan).await?;
-        let schema: SchemaRef = with_field_metadata(
+        let schema: SchemaRef = release::with_field_metadata(
             Schema::new_with_metadata(stream.schema().fields().clone(), report.metadata()),
             &noisy,
         );
@@ -1060,7 +959,7 @@ impl Engine {
         let (setup, rewritten) = self.rewrite(user, sql, &[]).await?;
         let mut report = ReleaseReport::new(&self.inner.policy, setup.role);
         report.dp = setup.mechanism.cost(&rewritten.releases)?;
-        name_noisy_values(&mut report, &rewritten);
+        release::name_noisy_values(&mut report, &rewritten.plan, &rewritten.releases);
         let cost = match &report.dp {
             Some(dp) => {
                 let left = match (&self.budget, setup.role.dp) {

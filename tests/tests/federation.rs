@@ -93,29 +93,45 @@ async fn coordinator(
     node: &Engine,
     plans_run: &Arc<AtomicUsize>,
 ) -> Result<Engine, EngineError> {
+    coordinator_on(
+        seuil_policies::SNDS_POLICY,
+        EngineOptions::default(),
+        local,
+        name,
+        node,
+        plans_run,
+    )
+    .await
+}
+
+/// [`coordinator`] on the policy `policy`, opened with `options`.
+async fn coordinator_on(
+    policy: &str,
+    options: EngineOptions,
+    local: Option<DataCatalog>,
+    name: &str,
+    node: &Engine,
+    plans_run: &Arc<AtomicUsize>,
+) -> Result<Engine, EngineError> {
     let catalog = node.node_catalog().await.expect("node catalog");
     // What a node answers crosses the network as JSON.
     let catalog: NodeCatalog =
         serde_json::from_slice(&serde_json::to_vec(&catalog).expect("json")).expect("json");
     let nodes = [(name.to_string(), catalog)];
     let schema = federation::nodes::coordinator_data_schema(local.as_ref(), &nodes)?;
-    let source = PolicySource::new("policies/snds.toml", seuil_policies::SNDS_POLICY);
+    let source = PolicySource::new("policies/snds.toml", policy.to_string());
     let (policy, _) = seuil_policies::load(&source, Some(&schema)).expect("policy over the nodes");
     let local = match local {
-        Some(local) => Some(
-            seuil_engine::person_index::attach(&policy, local, &EngineOptions::default()).await,
-        ),
+        Some(local) => Some(seuil_engine::person_index::attach(&policy, local, &options).await),
         None => None,
     };
     let data = federation::nodes::coordinator_catalog(local.as_ref(), &nodes, &policy)?;
     Ok(
-        Engine::new(policy, data, EngineOptions::default())?.with_cells_runner(Arc::new(
-            InProcessNode {
-                name: name.into(),
-                engine: node.clone(),
-                plans_run: Arc::clone(plans_run),
-            },
-        )),
+        Engine::new(policy, data, options)?.with_cells_runner(Arc::new(InProcessNode {
+            name: name.into(),
+            engine: node.clone(),
+            plans_run: Arc::clone(plans_run),
+        })),
     )
 }
 
@@ -405,4 +421,66 @@ async fn a_node_refuses_plans_that_would_let_out_rows_or_identifiers() {
         node.run_cells_plan(b"not a plan").await,
         Err(EngineError::InvalidQuery(_))
     ));
+}
+
+/// The released rows of a query, sorted, as text.
+async fn released_rows(engine: &Engine, user: &User, sql: &str) -> String {
+    let result = engine
+        .query(user, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let batches: Vec<RecordBatch> = result.stream.try_collect().await.unwrap();
+    let table = pretty_format_batches(&batches).unwrap().to_string();
+    let mut lines: Vec<&str> = table.lines().collect();
+    lines.sort_unstable();
+    lines.join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_bounds_dp_contributions_as_one_engine_over_all_the_data_does() {
+    let data = test_data(3_000, 11);
+    let node_dir = tempfile::tempdir().expect("node folder");
+    copy_tables(data.path(), node_dir.path(), &CNAM_TABLES);
+    // An ε so large that the noise is nothing, and one contribution key
+    // for all: the released cells are the bounded ones, which must not
+    // depend on where the cells plan ran.
+    let policy = seuil_tests::unlimited_dp_policy()
+        .replace("epsilon_budget = 1e9", "epsilon_budget = 1e15")
+        .replace(
+            "project_epsilon_budget = 1e10",
+            "project_epsilon_budget = 1e16",
+        )
+        .replace("epsilon_per_query = 1.0", "epsilon_per_query = 1e12");
+    let options = EngineOptions {
+        contribution_key: seuil_engine::options::ContributionKey::new([7; 32]),
+        ..EngineOptions::default()
+    };
+    let ledger = || Arc::new(seuil_engine::budget::BudgetLedger::in_memory().unwrap());
+    let source = PolicySource::new("dp.toml", policy.clone());
+    let (whole, _) = Engine::open_files(&source, data.path(), options.clone())
+        .await
+        .unwrap();
+    let whole = whole.with_budget(ledger());
+    let (node, _) = Engine::open_share(&source, node_dir.path(), options.clone())
+        .await
+        .unwrap();
+    let plans_run = Arc::new(AtomicUsize::new(0));
+    let coordinator = coordinator_on(&policy, options, None, "cnam", &node, &plans_run)
+        .await
+        .expect("coordinator")
+        .with_budget(ledger());
+    let bob = User::new("bob", "public");
+    let queries = [
+        "SELECT ben_sex_cod, count(*), count(DISTINCT ben_nir_psa) FROM ir_ben_r GROUP BY 1",
+        "SELECT date_trunc('month', exe_soi_dtd) AS month, count(*) FROM er_prs_f GROUP BY 1",
+        "SELECT prs_nat_ref, sum(prs_pai_mnt), avg(prs_pai_mnt) FROM er_prs_f GROUP BY 1",
+    ];
+    for sql in queries {
+        assert_eq!(
+            released_rows(&coordinator, &bob, sql).await,
+            released_rows(&whole, &bob, sql).await,
+            "{sql}"
+        );
+    }
+    assert!(plans_run.load(Ordering::SeqCst) >= queries.len());
 }

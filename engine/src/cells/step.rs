@@ -94,9 +94,13 @@ pub struct ReleaseStep {
     pub released: Arc<ReleasedCells>,
 }
 
+/// The prefix of released cells tables' names in rewritten plans, before
+/// the released aggregate's id.
+pub const CELLS_TABLE_PREFIX: &str = "__seuil_cells_";
+
 impl ReleaseStep {
     /// The name of the released cells table in the rewritten plan.
     pub fn table_name(&self) -> String {
-        format!("__seuil_cells_{}", self.id)
+        format!("{CELLS_TABLE_PREFIX}{}", self.id)
     }
 }

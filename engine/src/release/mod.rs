@@ -26,6 +26,7 @@
 //! audit log that only the operator reads.
 
 mod dp;
+mod fields;
 mod groups;
 mod mechanism;
 mod report;
@@ -39,6 +40,7 @@ use crate::error::EngineError;
 use crate::options::EngineOptions;
 
 pub use dp::Dp;
+pub use fields::{name_noisy_values, noisy_fields, with_field_metadata};
 pub use groups::release_groups;
 pub use mechanism::ReleaseMechanism;
 pub use report::{
