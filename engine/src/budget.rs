@@ -194,6 +194,14 @@ impl BudgetLedger {
         })
     }
 
+    /// The connection, for one call at a time in this process (SQLite's
+    /// own lock serialises processes).
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, EngineError> {
+        self.connection
+            .lock()
+            .map_err(|_| EngineError::internal("the budget ledger's lock was poisoned"))
+    }
+
     /// Where the ledger is, if on disk.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
@@ -214,10 +222,7 @@ impl BudgetLedger {
     ) -> Result<Charge, EngineError> {
         let need_epsilon = micro_epsilon(epsilon);
         let need_delta = delta_units(delta);
-        let mut connection = self
-            .connection
-            .lock()
-            .map_err(|_| EngineError::internal("the budget ledger's lock was poisoned"))?;
+        let mut connection = self.lock()?;
         let tx = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(ledger_error)?;
@@ -310,10 +315,7 @@ impl BudgetLedger {
         payer: &Payer<'_>,
         limits: &BudgetLimits,
     ) -> Result<(f64, Option<f64>, Option<f64>), EngineError> {
-        let connection = self
-            .connection
-            .lock()
-            .map_err(|_| EngineError::internal("the budget ledger's lock was poisoned"))?;
+        let connection = self.lock()?;
         let (user_spent, user_delta_spent) = spent(&connection, payer.project, Some(payer.user))?;
         let (project_spent, _) = spent(&connection, payer.project, None)?;
         let charge = charge_of(
@@ -335,10 +337,7 @@ impl BudgetLedger {
     /// Every user's spending by project, then each project's total; only
     /// `user`'s when given.
     pub fn spending(&self, user: Option<&str>) -> Result<Vec<Spending>, EngineError> {
-        let connection = self
-            .connection
-            .lock()
-            .map_err(|_| EngineError::internal("the budget ledger's lock was poisoned"))?;
+        let connection = self.lock()?;
         let mut out = Vec::new();
         let mut by_user = connection
             .prepare(
@@ -388,10 +387,7 @@ impl BudgetLedger {
     /// The sum of every charge, with their number: what a check of the
     /// ledger against a budget reads.
     pub fn total(&self) -> Result<(u64, i64), EngineError> {
-        let connection = self
-            .connection
-            .lock()
-            .map_err(|_| EngineError::internal("the budget ledger's lock was poisoned"))?;
+        let connection = self.lock()?;
         connection
             .query_row(
                 "SELECT count(*), coalesce(sum(micro_epsilon), 0) FROM charges",
@@ -403,10 +399,7 @@ impl BudgetLedger {
 
     /// Whether the database passes SQLite's own integrity check.
     pub fn check_integrity(&self) -> Result<bool, EngineError> {
-        let connection = self
-            .connection
-            .lock()
-            .map_err(|_| EngineError::internal("the budget ledger's lock was poisoned"))?;
+        let connection = self.lock()?;
         connection
             .query_row("PRAGMA integrity_check", [], |row| row.get::<_, String>(0))
             .map(|verdict| verdict == "ok")
@@ -415,10 +408,7 @@ impl BudgetLedger {
 
     /// Whether a charge for `charge_id` is recorded.
     pub fn has_charge(&self, charge_id: &str) -> Result<bool, EngineError> {
-        let connection = self
-            .connection
-            .lock()
-            .map_err(|_| EngineError::internal("the budget ledger's lock was poisoned"))?;
+        let connection = self.lock()?;
         connection
             .query_row(
                 "SELECT 1 FROM charges WHERE charge_id = ?1",
@@ -434,18 +424,15 @@ impl BudgetLedger {
 /// A budget as the ledger compares it: rounded down, so that rounding never
 /// lets a user spend more than the policy gives.
 fn micro_epsilon_floor(budget: f64) -> i64 {
-    let units = (budget * EPSILON_UNIT).floor();
-    if units.is_finite() && units >= 0.0 && units < i64::MAX as f64 {
-        units as i64
-    } else if units >= i64::MAX as f64 {
-        i64::MAX
-    } else {
-        0
-    }
+    budget_units(budget, EPSILON_UNIT)
 }
 
 fn delta_units_floor(budget: f64) -> i64 {
-    let units = (budget * DELTA_UNIT).floor();
+    budget_units(budget, DELTA_UNIT)
+}
+
+fn budget_units(budget: f64, unit: f64) -> i64 {
+    let units = (budget * unit).floor();
     if units.is_finite() && units >= 0.0 && units < i64::MAX as f64 {
         units as i64
     } else if units >= i64::MAX as f64 {
