@@ -99,6 +99,16 @@ pub struct AuditCharge {
     pub delta_units: i64,
 }
 
+impl From<&crate::budget::Charge> for AuditCharge {
+    fn from(charge: &crate::budget::Charge) -> Self {
+        Self {
+            charge_id: charge.charge_id.clone(),
+            micro_epsilon: crate::budget::micro_epsilon(charge.epsilon),
+            delta_units: crate::budget::delta_units(charge.delta),
+        }
+    }
+}
+
 impl AuditRecord {
     /// A record stamped now, with nothing released yet.
     pub fn new(user: &str, role: &str, sql: &str, outcome: Outcome) -> Self {
@@ -153,16 +163,19 @@ impl AuditRecord {
             .dp
             .as_ref()
             .and_then(|dp| dp.charge.as_ref())
-            .map(|charge| AuditCharge {
-                charge_id: charge.charge_id.clone(),
-                micro_epsilon: crate::budget::micro_epsilon(charge.epsilon),
-                delta_units: crate::budget::delta_units(charge.delta),
-            });
+            .map(AuditCharge::from);
         self.suppressed = report
             .suppressed_by_reason
             .iter()
             .map(|(reason, n)| (reason.as_str().to_string(), *n))
             .collect();
+        self
+    }
+
+    /// The same line, with the charge the query made to the privacy budget
+    /// ledger, if it made one (a dp query that failed after its charge).
+    pub fn charged(mut self, charge: Option<&crate::budget::Charge>) -> Self {
+        self.budget = charge.map(AuditCharge::from);
         self
     }
 

@@ -252,38 +252,24 @@ impl BudgetLedger {
                 limits,
             ));
         }
-        let user_budget = micro_epsilon_floor(limits.user_epsilon);
-        if user_spent.saturating_add(need_epsilon) > user_budget {
-            return Err(over_budget(
-                "your",
-                epsilon_of(user_spent),
-                epsilon_of(user_budget.saturating_sub(user_spent).max(0)),
-                epsilon,
-                "ε",
-            ));
-        }
-        if let Some(project_budget) = limits.project_epsilon.map(micro_epsilon_floor)
-            && project_spent.saturating_add(need_epsilon) > project_budget
-        {
-            return Err(over_budget(
-                "the project's",
-                epsilon_of(project_spent),
-                epsilon_of(project_budget.saturating_sub(project_spent).max(0)),
-                epsilon,
-                "ε",
-            ));
-        }
-        if let Some(delta_budget) = limits.user_delta.map(delta_units_floor)
-            && user_delta_spent.saturating_add(need_delta) > delta_budget
-        {
-            return Err(over_budget(
-                "your",
-                delta_of(user_delta_spent),
-                delta_of(delta_budget.saturating_sub(user_delta_spent).max(0)),
-                delta,
-                "δ",
-            ));
-        }
+        let user_budget = Some(micro_epsilon_floor(limits.user_epsilon));
+        fits("your", Unit::Epsilon, user_spent, user_budget, need_epsilon)?;
+        let project_budget = limits.project_epsilon.map(micro_epsilon_floor);
+        fits(
+            "the project's",
+            Unit::Epsilon,
+            project_spent,
+            project_budget,
+            need_epsilon,
+        )?;
+        let delta_budget = limits.user_delta.map(delta_units_floor);
+        fits(
+            "your",
+            Unit::Delta,
+            user_delta_spent,
+            delta_budget,
+            need_delta,
+        )?;
         tx.execute(
             "INSERT INTO charges (charge_id, user, project, micro_epsilon, delta_units, charged_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
@@ -482,14 +468,60 @@ fn charge_of(
     }
 }
 
-fn over_budget(whose: &str, spent: f64, left: f64, needs: f64, what: &str) -> EngineError {
-    EngineError::refused(
+/// The unit of a budget's integer amounts.
+#[derive(Clone, Copy)]
+enum Unit {
+    /// Micro-ε.
+    Epsilon,
+    /// δ in units of 10⁻¹⁵.
+    Delta,
+}
+
+impl Unit {
+    fn amount(self, units: i64) -> f64 {
+        match self {
+            Self::Epsilon => epsilon_of(units),
+            Self::Delta => delta_of(units),
+        }
+    }
+
+    fn symbol(self) -> &'static str {
+        match self {
+            Self::Epsilon => "ε",
+            Self::Delta => "δ",
+        }
+    }
+}
+
+/// Whether `need` more fits in `whose` budget (`None`: unlimited) with
+/// `spent` spent; the refusal says how much was spent, how much is left and
+/// what the query needs, all in `unit`.
+fn fits(
+    whose: &str,
+    unit: Unit,
+    spent: i64,
+    budget: Option<i64>,
+    need: i64,
+) -> Result<(), EngineError> {
+    let Some(budget) = budget else {
+        return Ok(());
+    };
+    if spent.saturating_add(need) <= budget {
+        return Ok(());
+    }
+    let (spent, left, needs, what) = (
+        unit.amount(spent),
+        unit.amount(budget.saturating_sub(spent).max(0)),
+        unit.amount(need),
+        unit.symbol(),
+    );
+    Err(EngineError::refused(
         Rule::Budget,
         format!(
             "{whose} privacy budget is spent: {spent} {what} spent, {left} {what} left, and the query needs {needs} {what}; nothing was read"
         ),
         "ask the project's data protection officer for more budget, or reuse results already released",
-    )
+    ))
 }
 
 #[cfg(test)]

@@ -231,6 +231,9 @@ pub struct QueryResult {
 pub struct QueryTimings {
     /// Parsing, planning, checking and rewriting.
     pub planning: Duration,
+    /// Checking and charging the privacy budget ledger (dp mode), before
+    /// any cell is computed.
+    pub charging: Duration,
     /// Computing the cells of the released aggregates.
     pub computing_cells: Duration,
     /// Applying the release rules to those cells (thresholds, dominance,
@@ -751,7 +754,11 @@ impl Engine {
         // down leaves this line.
         self.audit(started.clone()).await?;
         let query_id = started.query_id.clone().unwrap_or_default();
-        match within(deadline, self.run(user, sql, params, kept, &query_id)).await {
+        // A dp query charged and then stopped (an error, the deadline, a
+        // node that died) still has its charge on its audit line.
+        let charged = std::sync::OnceLock::new();
+        let running = self.run(user, sql, params, kept, &query_id, &charged);
+        match within(deadline, running).await {
             Ok(result) => {
                 let ended = started
                     .next(Outcome::Ok)
@@ -759,9 +766,10 @@ impl Engine {
                 self.audit(ended).await?;
                 Ok(result)
             }
-            Err(error) => Err(self
-                .audit_failure(started.next(Outcome::Error), error)
-                .await),
+            Err(error) => {
+                let ended = started.next(Outcome::Error).charged(charged.get());
+                Err(self.audit_failure(ended, error).await)
+            }
         }
     }
 
@@ -772,6 +780,7 @@ impl Engine {
         params: Vec<ScalarValue>,
         kept: Option<rewrite::RewrittenQuery>,
         query_id: &str,
+        charged: &std::sync::OnceLock<budget::Charge>,
     ) -> Result<QueryResult, EngineError> {
         let started = Instant::now();
         let (setup, rewritten) = match kept {
@@ -783,7 +792,7 @@ impl Engine {
             ..QueryTimings::default()
         };
         let mut report = self
-            .release(user, &setup, &rewritten, &mut timings, query_id)
+            .release(user, &setup, &rewritten, &mut timings, query_id, charged)
             .await?;
         release::name_noisy_values(&mut report, &rewritten.plan, &rewritten.releases);
         let runtime = setup.runtime;
@@ -822,13 +831,21 @@ impl Engine {
         rewritten: &rewrite::RewrittenQuery,
         timings: &mut QueryTimings,
         query_id: &str,
+        charged: &std::sync::OnceLock<budget::Charge>,
     ) -> Result<ReleaseReport, EngineError> {
         let mut report = ReleaseReport::new(&self.inner.policy, setup.role);
         let groups = release::release_groups(&rewritten.releases)?;
         if let Some(cost) = setup.mechanism.cost(&rewritten.releases)? {
             // Charged before any cell is computed: a crash from here on
             // leaves budget spent and nothing released.
-            report.dp = Some(self.charge(user, setup.role, query_id, cost).await?);
+            let charging = Instant::now();
+            let cost = self.charge(user, setup.role, query_id, cost).await?;
+            timings.charging = charging.elapsed();
+            if let Some(charge) = &cost.charge {
+                // Set once: a query is charged once.
+                let _ = charged.set(charge.clone());
+            }
+            report.dp = Some(cost);
         }
         let cancellation = Cancellation::default();
         let _cancel_on_drop = CancelOnDrop(cancellation.clone());

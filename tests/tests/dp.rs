@@ -465,3 +465,62 @@ async fn what_has_no_mechanism_is_refused_before_anything_is_charged() {
     let batches = collect(result).await;
     assert!(batches.iter().all(|b| b.column(1).null_count() == 0));
 }
+
+/// Audit lines kept in memory.
+#[derive(Debug, Default)]
+struct RecordedAudit(std::sync::Mutex<Vec<seuil_engine::audit::AuditRecord>>);
+
+#[async_trait::async_trait]
+impl seuil_engine::audit::AuditSink for RecordedAudit {
+    async fn append(
+        &self,
+        record: seuil_engine::audit::AuditRecord,
+    ) -> Result<(), seuil_engine::audit::AuditUnavailable> {
+        self.0.lock().unwrap().push(record);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_query_that_fails_after_its_charge_has_the_charge_on_its_audit_line() {
+    let data = test_data(2_000, 7);
+    let ledger = Arc::new(BudgetLedger::in_memory().unwrap());
+    let source = PolicySource::new("snds.toml", seuil_policies::SNDS_POLICY);
+    // Fewer cells allowed than the query computes: it fails once the cells
+    // are computed, after the charge.
+    let options = EngineOptions {
+        max_cells: 2,
+        ..EngineOptions::default()
+    };
+    let (engine, _) = Engine::open_files(&source, data.path(), options)
+        .await
+        .unwrap();
+    let audit = Arc::new(RecordedAudit::default());
+    let engine = engine.with_budget(ledger.clone()).with_audit(audit.clone());
+    let error = engine
+        .query(
+            &bob(),
+            "SELECT ben_res_dpt, count(*) FROM ir_ben_r GROUP BY 1",
+        )
+        .await
+        .unwrap_err();
+    assert!(error.refusal().is_none(), "{error}");
+    assert_eq!(ledger.total().unwrap(), (1, 1_000_000));
+    let lines = audit.0.lock().unwrap();
+    let last = lines.last().unwrap();
+    assert_eq!(last.outcome, seuil_engine::audit::Outcome::Error);
+    let charge = last.budget.as_ref().expect("the charge on the audit line");
+    assert_eq!(Some(&charge.charge_id), last.query_id.as_ref());
+    assert_eq!(charge.micro_epsilon, 1_000_000);
+    assert!(ledger.has_charge(&charge.charge_id).unwrap());
+    // A refusal before the charge has none.
+    drop(lines);
+    engine
+        .query(
+            &bob(),
+            "SELECT prs_nat_ref, max(prs_pai_mnt) FROM er_prs_f GROUP BY 1",
+        )
+        .await
+        .unwrap_err();
+    assert!(audit.0.lock().unwrap().last().unwrap().budget.is_none());
+}

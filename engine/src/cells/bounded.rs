@@ -92,6 +92,20 @@ fn refuse(value: &Value, what: &str, hint: &str) -> EngineError {
 }
 
 /// Builds the bounded cells plan of a released aggregate.
+/// A person's sum of `argument` in a cell, as `value` filters it, to be
+/// clamped to `bounds`: the partial of a SUM and of an AVG alike.
+fn clamped_sum(value: &Value, argument: &Expr, (lower, upper): (f64, f64)) -> (Expr, Bound) {
+    (
+        with_function(
+            value,
+            sum_udaf(),
+            vec![cast(argument.clone(), DataType::Float64)],
+            false,
+        ),
+        Bound::Clamp(lower, upper),
+    )
+}
+
 pub(super) fn cells_plan(
     input: LogicalPlan,
     group_expr: Vec<Expr>,
@@ -112,7 +126,7 @@ pub(super) fn cells_plan(
     // The same partial is computed once (`SUM(x)` next to `AVG(x)`):
     // DataFusion's planning would give two copies' common parts one name
     // twice.
-    let mut add = |expr: Expr, bound: Bound| {
+    let mut add = |(expr, bound): (Expr, Bound)| {
         if let Some(known) = partials
             .iter()
             .position(|(e, b)| *e == expr && b.same_as(&bound))
@@ -127,19 +141,19 @@ pub(super) fn cells_plan(
         made.push(match &value.measure {
             Measure::Count { argument } => {
                 let argument = argument.clone().unwrap_or_else(|| lit(1i64));
-                let p = add(
+                let p = add((
                     with_function(value, count_udaf(), vec![argument], false),
                     Bound::Cap(max_rows),
-                );
+                ));
                 Made::Rows(p, max_rows)
             }
             // A person counts once in a cell: 1 when any of its rows there
             // passes the value's FILTER.
             Measure::CountPersons { argument } => {
-                let p = add(
+                let p = add((
                     with_function(value, count_udaf(), vec![argument.clone()], false),
                     Bound::Cap(1),
-                );
+                ));
                 if value.filter.is_none() {
                     Made::Persons(p)
                 } else {
@@ -148,36 +162,17 @@ pub(super) fn cells_plan(
             }
             Measure::Sum {
                 argument,
-                bounds: Some((lower, upper)),
-            } => {
-                let p = add(
-                    with_function(
-                        value,
-                        sum_udaf(),
-                        vec![cast(argument.clone(), DataType::Float64)],
-                        false,
-                    ),
-                    Bound::Clamp(*lower, *upper),
-                );
-                Made::Sum(p, (*lower, *upper))
-            }
+                bounds: Some(bounds),
+            } => Made::Sum(add(clamped_sum(value, argument, *bounds)), *bounds),
             Measure::Avg {
                 argument,
                 bounds: Some((lower, upper)),
             } => {
-                let s = add(
-                    with_function(
-                        value,
-                        sum_udaf(),
-                        vec![cast(argument.clone(), DataType::Float64)],
-                        false,
-                    ),
-                    Bound::Clamp(*lower, *upper),
-                );
-                let c = add(
+                let s = add(clamped_sum(value, argument, (*lower, *upper)));
+                let c = add((
                     with_function(value, count_udaf(), vec![argument.clone()], false),
                     Bound::Cap(max_rows),
-                );
+                ));
                 Made::Avg(s, c, (*lower, *upper), max_rows)
             }
             Measure::Sum { bounds: None, .. } | Measure::Avg { bounds: None, .. } => {

@@ -309,62 +309,45 @@ impl ReleaseMechanism for Dp {
                     .name()
                     .to_string();
                 let rows_l1 = |per_person: u32| i64::from(groups) * i64::from(per_person);
-                let field = match noisy {
-                    NoisyValue::Persons => NoisyField {
-                        aggregate: step.id,
-                        value: i,
-                        name,
-                        mechanism: "laplace_threshold".into(),
-                        scale: selection_scale,
-                        count_scale: None,
-                        grid: None,
-                        ci95: ci95(selection_scale, 1.0),
-                    },
+                // (mechanism, scale, the count's scale of an average, grid,
+                // 95% half-width).
+                let (mechanism, scale, count_scale, grid, ci95) = match noisy {
+                    NoisyValue::Persons => (
+                        "laplace_threshold",
+                        selection_scale,
+                        None,
+                        None,
+                        ci95(selection_scale, 1.0),
+                    ),
                     NoisyValue::Rows { per_person, .. } => {
                         let scale = count_scale(rows_l1(*per_person), epsilon_per_release)?;
-                        NoisyField {
-                            aggregate: step.id,
-                            value: i,
-                            name,
-                            mechanism: "laplace".into(),
-                            scale,
-                            count_scale: None,
-                            grid: None,
-                            ci95: ci95(scale, 1.0),
-                        }
+                        ("laplace", scale, None, None, ci95(scale, 1.0))
                     }
                     NoisyValue::Sum { bounds, .. } => {
                         let scale = sum_scale(groups, *bounds, epsilon_per_release)?;
-                        NoisyField {
-                            aggregate: step.id,
-                            value: i,
-                            name,
-                            mechanism: "laplace".into(),
-                            scale,
-                            count_scale: None,
-                            grid: Some(grid),
-                            ci95: ci95(scale, grid),
-                        }
+                        ("laplace", scale, None, Some(grid), ci95(scale, grid))
                     }
+                    // A ratio of two noisy numbers has no interval of its
+                    // own here.
                     NoisyValue::Avg {
                         bounds, per_person, ..
-                    } => {
-                        NoisyField {
-                            aggregate: step.id,
-                            value: i,
-                            name,
-                            mechanism: "laplace_ratio".into(),
-                            scale: sum_scale(groups, *bounds, epsilon_per_release)?,
-                            count_scale: Some(count_scale(
-                                rows_l1(*per_person),
-                                epsilon_per_release,
-                            )?),
-                            grid: Some(grid),
-                            // A ratio of two noisy numbers has no interval
-                            // of its own here.
-                            ci95: None,
-                        }
-                    }
+                    } => (
+                        "laplace_ratio",
+                        sum_scale(groups, *bounds, epsilon_per_release)?,
+                        Some(count_scale(rows_l1(*per_person), epsilon_per_release)?),
+                        Some(grid),
+                        None,
+                    ),
+                };
+                let field = NoisyField {
+                    aggregate: step.id,
+                    value: i,
+                    name,
+                    mechanism: mechanism.into(),
+                    scale,
+                    count_scale,
+                    grid,
+                    ci95,
                 };
                 values.push(field);
             }
