@@ -46,6 +46,9 @@ enum Suite {
     /// Dominance and secondary suppression: their added time over threshold
     /// mode alone.
     Magnitudes(suites::queries::Args),
+    /// dp mode against threshold mode and raw DataFusion, and what the
+    /// budget ledger's charge and the noise add per query.
+    Dp(suites::dp::Args),
     /// Each query through a coordinator over two data nodes against one
     /// engine over the same files.
     Federation(suites::federation::Args),
@@ -66,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         Suite::Gen(args) => suites::generation::run(&args)?,
         Suite::Queries(args) => runtime()?.block_on(suites::queries::run(&args))?,
         Suite::Magnitudes(args) => runtime()?.block_on(suites::magnitudes::run(&args))?,
+        Suite::Dp(args) => runtime()?.block_on(suites::dp::run(&args))?,
         Suite::Flight(args) => runtime()?.block_on(suites::flight::run(&args))?,
         Suite::Federation(args) => runtime()?.block_on(suites::federation::run(&args))?,
         Suite::Compare(args) => {

@@ -285,9 +285,8 @@ async fn the_noise_test_catches_noise_at_half_the_reported_scale() {
 }
 
 /// With noise made negligible, by months of care: the person-cells
-/// released, the persons of the data, and whether each cell's count of
-/// rows is its count of persons (at most one row of each person counted).
-async fn check_bounding(mutation: DpMutation) -> (i64, i64, bool) {
+/// released against the raw data's ([`Bounding`]).
+async fn check_bounding(mutation: DpMutation) -> Bounding {
     let data = test_data(2_000, 7);
     let ledger = Arc::new(BudgetLedger::in_memory().unwrap());
     // An ε so large that the noise is nothing: released values are the
@@ -322,25 +321,64 @@ async fn check_bounding(mutation: DpMutation) -> (i64, i64, bool) {
         unbounded > 4 * all_persons,
         "the data does not test the bound: {unbounded} person-cells"
     );
-    (persons.values().sum(), all_persons, rows == persons)
+    // Each person keeps exactly min(4, its cells): no fewer either.
+    let bounded: i64 = cells(
+        &run_raw(
+            &raw,
+            "SELECT 'all', sum(least(n, 4)) FROM (SELECT b.ben_nir_ano, \
+             count(DISTINCT date_trunc('month', p.exe_soi_dtd)) AS n \
+             FROM er_prs_f p JOIN ir_ben_r b ON p.ben_nir_psa = b.ben_nir_psa \
+             WHERE p.exe_soi_dtd >= DATE '2021-01-01' GROUP BY 1)",
+        )
+        .await,
+        1,
+    )["all"];
+    Bounding {
+        released: persons.values().sum(),
+        all_persons,
+        bounded,
+        one_row_each: rows == persons,
+    }
+}
+
+/// What [`check_bounding`] found.
+struct Bounding {
+    /// Person-cells released.
+    released: i64,
+    /// Persons of the data.
+    all_persons: i64,
+    /// Person-cells of the data with each person's cells bounded to 4.
+    bounded: i64,
+    /// Whether each cell's count of rows is its count of persons.
+    one_row_each: bool,
 }
 
 #[tokio::test]
 async fn each_person_counts_in_few_cells_with_few_rows() {
-    let (released, all_persons, one_row_each) = check_bounding(DpMutation::None).await;
-    assert!(one_row_each, "a cell counted more than one row of a person");
+    let found = check_bounding(DpMutation::None).await;
     assert!(
-        released <= 4 * all_persons,
-        "{released} person-cells released for {all_persons} persons"
+        found.one_row_each,
+        "a cell counted more than one row of a person"
     );
+    assert!(
+        found.released <= 4 * found.all_persons,
+        "{} person-cells released for {} persons",
+        found.released,
+        found.all_persons
+    );
+    // Every cell of the month is far above the threshold, so all are
+    // released, with exactly the person-cells that bounding keeps.
+    assert_eq!(found.released, found.bounded);
 }
 
 #[tokio::test]
 async fn the_bounding_test_catches_a_lifted_group_bound() {
-    let (released, all_persons, _) = check_bounding(DpMutation::LiftGroupBound).await;
+    let found = check_bounding(DpMutation::LiftGroupBound).await;
     assert!(
-        released > 4 * all_persons,
-        "a lifted bound passed: {released} person-cells for {all_persons} persons"
+        found.released > 4 * found.all_persons,
+        "a lifted bound passed: {} person-cells for {} persons",
+        found.released,
+        found.all_persons
     );
 }
 
@@ -506,15 +544,13 @@ async fn a_query_that_fails_after_its_charge_has_the_charge_on_its_audit_line() 
         .unwrap_err();
     assert!(error.refusal().is_none(), "{error}");
     assert_eq!(ledger.total().unwrap(), (1, 1_000_000));
-    let lines = audit.0.lock().unwrap();
-    let last = lines.last().unwrap();
+    let last = audit.0.lock().unwrap().last().cloned().unwrap();
     assert_eq!(last.outcome, seuil_engine::audit::Outcome::Error);
     let charge = last.budget.as_ref().expect("the charge on the audit line");
     assert_eq!(Some(&charge.charge_id), last.query_id.as_ref());
     assert_eq!(charge.micro_epsilon, 1_000_000);
     assert!(ledger.has_charge(&charge.charge_id).unwrap());
     // A refusal before the charge has none.
-    drop(lines);
     engine
         .query(
             &bob(),

@@ -1,5 +1,6 @@
 //! The benchmark suites.
 
+pub mod dp;
 pub mod federation;
 pub mod flight;
 pub mod generation;

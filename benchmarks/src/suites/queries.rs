@@ -147,7 +147,9 @@ impl Args {
     }
 }
 
-async fn time_raw(ctx: &SessionContext, sql: &str) -> anyhow::Result<(f64, usize)> {
+/// Runs `sql` on a raw DataFusion session: milliseconds to the last batch,
+/// and rows.
+pub async fn time_raw(ctx: &SessionContext, sql: &str) -> anyhow::Result<(f64, usize)> {
     let started = Instant::now();
     let batches = ctx.sql(sql).await?.collect().await?;
     Ok((
@@ -194,7 +196,7 @@ pub fn duckdb_side(
 
 /// Whether every query's ratio is at most `limit` (below it when `strict`):
 /// "met", or the queries over it, and those without a ratio.
-fn every(ratios: &[(&str, Option<f64>)], limit: f64, strict: bool) -> String {
+pub fn every(ratios: &[(&str, Option<f64>)], limit: f64, strict: bool) -> String {
     let missing: Vec<&str> = ratios
         .iter()
         .filter(|(_, r)| r.is_none())
@@ -222,7 +224,7 @@ fn every(ratios: &[(&str, Option<f64>)], limit: f64, strict: bool) -> String {
 }
 
 /// The median of the ratios measured, formatted.
-fn median_of(ratios: &[(&str, Option<f64>)]) -> String {
+pub fn median_of(ratios: &[(&str, Option<f64>)]) -> String {
     let mut measured: Vec<f64> = ratios.iter().filter_map(|(_, r)| *r).collect();
     if measured.is_empty() {
         "not measured".into()

@@ -30,11 +30,11 @@ use datafusion::functions::math::expr_fn::round;
 use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::functions_aggregate::sum::sum_udaf;
-use datafusion::functions_window::expr_fn::row_number;
+use datafusion::functions_window::expr_fn::lag;
 use datafusion::logical_expr::expr::Sort;
 use datafusion::logical_expr::{
-    Aggregate, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Projection, TryCast, col,
-    lit,
+    Aggregate, BinaryExpr, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Operator,
+    Projection, TryCast, col, lit,
 };
 
 use super::exprs::{average, cast, with_function};
@@ -243,23 +243,36 @@ pub(super) fn cells_plan(
     let schema = Arc::clone(&bounded.schema);
     let person = Expr::Column(output_column(&schema, groups));
 
-    // Level 2: each person's first cells by the keyed hash.
-    let rank = row_number()
-        .partition_by(vec![person])
-        .order_by(vec![Sort::new(
-            col(Column::from_name("__seuil_choice")),
-            true,
-            false,
-        )])
-        .build()
+    // Level 2: each person's first cells by the keyed hash. With the rows
+    // in order of person, then hash, a row is among its person's first k
+    // when the row k places before it is another person's, or there is
+    // none: `row_number() <= k` over `PARTITION BY person`, without the
+    // state DataFusion's window keeps for each partition (each person),
+    // which made it cost more than the rest of the plan on a million
+    // persons (`seuil-bench dp`). Exactly k rows of a person pass, ties of
+    // the hash included.
+    let by_person_then_choice = vec![
+        Sort::new(person.clone(), true, false),
+        Sort::new(col(Column::from_name("__seuil_choice")), true, false),
+    ];
+    let before = lag(
+        person.clone(),
+        Some(i64::from(bounding.max_groups_per_person)),
+        None,
+    )
+    .order_by(by_person_then_choice)
+    .build()
+    .map_err(plan_fault)?;
+    let before_name = before.schema_name().to_string();
+    let ranked = LogicalPlanBuilder::window_plan(LogicalPlan::Projection(bounded), vec![before])
         .map_err(plan_fault)?;
-    let rank_name = rank.schema_name().to_string();
-    let ranked = LogicalPlanBuilder::window_plan(LogicalPlan::Projection(bounded), vec![rank])
-        .map_err(plan_fault)?;
+    let another_person = Expr::BinaryExpr(BinaryExpr::new(
+        Box::new(col(Column::from_name(before_name))),
+        Operator::IsDistinctFrom,
+        Box::new(person),
+    ));
     let chosen = LogicalPlanBuilder::from(ranked)
-        .filter(
-            col(Column::from_name(rank_name)).lt_eq(lit(i64::from(bounding.max_groups_per_person))),
-        )
+        .filter(another_person)
         .map_err(plan_fault)?
         .build()
         .map_err(plan_fault)?;
