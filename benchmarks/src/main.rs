@@ -48,7 +48,7 @@ enum Suite {
     Magnitudes(suites::queries::Args),
     /// dp mode against threshold mode and raw DataFusion, and what the
     /// budget ledger's charge and the noise add per query.
-    Dp(suites::dp::Args),
+    Dp(suites::queries::RunArgs),
     /// Each query through a coordinator over two data nodes against one
     /// engine over the same files.
     Federation(suites::federation::Args),

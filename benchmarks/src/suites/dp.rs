@@ -13,7 +13,6 @@
 //! (a table or column out of its scope, MIN, MAX, an unbounded sum...) is
 //! left out and named in the report, with why.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,26 +21,9 @@ use seuil_engine::budget::BudgetLedger;
 use seuil_engine::{Engine, EngineOptions, User};
 use seuil_policies::PolicySource;
 
-use super::queries::{QUERIES, best, every, median_of, time_raw};
+use super::queries::{QUERIES, RunArgs, best, every, median_of, time_raw};
 use super::{TimedQuery, time_query};
 use crate::report::{Measurement, Report, median};
-
-/// Arguments of the dp suite.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Args {
-    /// Data folder; generated with `--persons` when it holds no tables.
-    #[arg(long, default_value = "data/bench-1m")]
-    pub data: PathBuf,
-    /// Persons to generate when the data folder is empty.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub persons: u64,
-    /// Timed runs per query and side (after one warm-up run).
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
-    /// Only the queries whose name contains this text.
-    #[arg(long)]
-    pub only: Option<String>,
-}
 
 /// dp mode's time over threshold mode's that the issue allows.
 const TARGET_OVER_THRESHOLD: f64 = 1.3;
@@ -115,7 +97,7 @@ impl Side {
 }
 
 /// Runs the suite.
-pub async fn run(args: &Args) -> anyhow::Result<Report> {
+pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
     super::ensure_data(&args.data, args.persons)?;
     let policy = PolicySource::new(
         "policies/snds.toml (public budgets lifted)",
@@ -135,16 +117,11 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
     let mut measurements = Vec::new();
     let mut refused = Vec::new();
     let (mut to_threshold, mut to_raw, mut charges) = (Vec::new(), Vec::new(), Vec::new());
-    let selected = |name: &str| {
-        args.only
-            .as_ref()
-            .is_none_or(|only| name.contains(only.as_str()))
-    };
     let queries = QUERIES
         .iter()
         .map(|q| (q.name, q.sql))
         .chain(DP_QUERIES.iter().copied())
-        .filter(|(name, _)| selected(name));
+        .filter(|(name, _)| args.selects(name));
     for (name, sql) in queries {
         // The warm-up also tells whether dp mode has a mechanism for it.
         if let Err(error) = time_query(&engine, &public, sql).await {

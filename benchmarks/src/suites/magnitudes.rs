@@ -64,16 +64,16 @@ fn ms(duration: Duration) -> f64 {
 
 /// Runs the suite.
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
-    super::ensure_data(&args.data, args.persons)?;
+    super::ensure_data(&args.run.data, args.run.persons)?;
     let queries: Vec<(&str, &str)> = QUERIES
         .iter()
         .map(|q| (q.name, q.sql))
         .chain(WITH_MARGINS.iter().copied())
-        .filter(|(name, _)| args.selects(name))
+        .filter(|(name, _)| args.run.selects(name))
         .collect();
-    let (duckdb_run, duckdb_setup) = duckdb_side(&args.data, args, &queries);
+    let (duckdb_run, duckdb_setup) = duckdb_side(&args.run.data, args, &queries);
     let options = EngineOptions::default();
-    let data = DataCatalog::open(&args.data, &options).await?;
+    let data = DataCatalog::open(&args.run.data, &options).await?;
     let threshold = Engine::open(
         with_dominance(&data, None, None)?,
         data.clone(),
@@ -91,7 +91,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         time_query(&protected, &user, sql).await?;
         let (mut alone, mut full, mut secondary) = (Vec::new(), Vec::new(), Vec::new());
         let (mut suppressed_alone, mut suppressed_full) = (0, 0);
-        for _ in 0..args.runs {
+        for _ in 0..args.run.runs {
             let TimedQuery {
                 ms: total,
                 timings,
@@ -141,7 +141,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         format!("{:.2}", median(&mut to_duckdb))
     };
     let mut setup = vec![
-        ("data".into(), args.data.display().to_string()),
+        ("data".into(), args.run.data.display().to_string()),
         (
             "threshold".into(),
             "researcher without dominance; secondary suppression time subtracted".into(),
@@ -152,7 +152,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         ),
         (
             "runs per query and engine".into(),
-            format!("{} (best of), after a warm-up", args.runs),
+            format!("{} (best of), after a warm-up", args.run.runs),
         ),
         (
             "threshold/duckdb".into(),

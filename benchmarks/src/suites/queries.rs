@@ -117,9 +117,10 @@ pub const QUERIES: &[Query] = &[
     },
 ];
 
-/// Arguments of the queries suite.
+/// What every suite over one data folder of queries takes: the data, the
+/// runs, and which queries.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Args {
+pub struct RunArgs {
     /// Data folder; generated with `--persons` when it holds no tables.
     #[arg(long, default_value = "data/bench-1m")]
     pub data: PathBuf,
@@ -129,22 +130,30 @@ pub struct Args {
     /// Timed runs per query and side (after one warm-up run).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Leave DuckDB out (it is timed through its Python package, installed
-    /// on first use into benchmarks/.venv).
-    #[arg(long)]
-    pub no_duckdb: bool,
     /// Only the queries whose name contains this text (for profiling one).
     #[arg(long)]
     pub only: Option<String>,
 }
 
-impl Args {
+impl RunArgs {
     /// Whether the query named `name` is to be run.
     pub fn selects(&self, name: &str) -> bool {
         self.only
             .as_ref()
             .is_none_or(|only| name.contains(only.as_str()))
     }
+}
+
+/// Arguments of the queries and magnitudes suites.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The data, the runs, the queries.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Leave DuckDB out (it is timed through its Python package, installed
+    /// on first use into benchmarks/.venv).
+    #[arg(long)]
+    pub no_duckdb: bool,
 }
 
 /// Runs `sql` on a raw DataFusion session: milliseconds to the last batch,
@@ -176,7 +185,7 @@ pub fn duckdb_side(
             vec![("duckdb".into(), "left out (--no-duckdb)".into())],
         );
     }
-    match duckdb::time_queries(data, args.runs, queries) {
+    match duckdb::time_queries(data, args.run.runs, queries) {
         Ok(run) => {
             let mut setup = vec![("duckdb".into(), run.describe())];
             for (name, error) in run.failures() {
@@ -240,8 +249,11 @@ fn handwritten_name(query: &Query) -> String {
 
 /// Runs the suite.
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
-    super::ensure_data(&args.data, args.persons)?;
-    let queries: Vec<&Query> = QUERIES.iter().filter(|q| args.selects(q.name)).collect();
+    super::ensure_data(&args.run.data, args.run.persons)?;
+    let queries: Vec<&Query> = QUERIES
+        .iter()
+        .filter(|q| args.run.selects(q.name))
+        .collect();
     let handwritten_names: Vec<String> = queries.iter().map(|q| handwritten_name(q)).collect();
     let duckdb_queries: Vec<(&str, &str)> = queries
         .iter()
@@ -253,10 +265,10 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
                 .map(|(q, name)| (name.as_str(), q.handwritten)),
         )
         .collect();
-    let (duckdb_run, duckdb_setup) = duckdb_side(&args.data, args, &duckdb_queries);
+    let (duckdb_run, duckdb_setup) = duckdb_side(&args.run.data, args, &duckdb_queries);
     let policy = PolicySource::new("policies/snds.toml", seuil_policies::SNDS_POLICY);
     let opening = Instant::now();
-    let (engine, _) = Engine::open_files(&policy, &args.data, EngineOptions::default()).await?;
+    let (engine, _) = Engine::open_files(&policy, &args.run.data, EngineOptions::default()).await?;
     let open_seconds = opening.elapsed().as_secs_f64();
     let index = match engine.data().person_index().map(|i| i.opening()) {
         None => "none (scans join to the person)".to_string(),
@@ -282,7 +294,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         let (mut seuil_times, mut raw_times) = (Vec::new(), Vec::new());
         let (mut released, mut raw_cells) = (0, 0);
         let mut fastest: Option<(f64, QueryTimings)> = None;
-        for _ in 0..args.runs {
+        for _ in 0..args.run.runs {
             let TimedQuery {
                 ms, rows, timings, ..
             } = time_query(&engine, &alice, sql).await?;
@@ -337,11 +349,11 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
     let mut raw_ratios: Vec<f64> = to_raw.iter().filter_map(|(_, r)| *r).collect();
     let median_raw = median(&mut raw_ratios);
     let mut setup = vec![
-        ("data".into(), args.data.display().to_string()),
+        ("data".into(), args.run.data.display().to_string()),
         ("person index".into(), index),
         (
             "runs per query and side".into(),
-            format!("{} (best of), after a warm-up", args.runs),
+            format!("{} (best of), after a warm-up", args.run.runs),
         ),
         (
             "cores".into(),
