@@ -101,6 +101,7 @@ pub mod budget;
 pub mod cancellation;
 pub mod catalog;
 pub mod cells;
+pub mod contributions;
 pub mod error;
 mod explain;
 pub mod federation;

@@ -11,6 +11,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::contributions::planning::{PersonOrderRule, SeuilQueryPlanner};
 use crate::error::EngineError;
 use crate::functions;
 use crate::grouping_set_properties::GroupingSetOutputRule;
@@ -56,11 +57,14 @@ pub fn context(options: &EngineOptions, runtime: Arc<RuntimeEnv>) -> SessionCont
         Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>,
     > = vec![Arc::new(GroupingSetOutputRule)];
     rules.extend(PhysicalOptimizer::new().rules);
+    // Last, so that no rule after it spreads a person's rows again.
+    rules.push(Arc::new(PersonOrderRule));
     let state = SessionStateBuilder::new()
         .with_config(session_config(options))
         .with_runtime_env(runtime)
         .with_default_features()
         .with_physical_optimizer_rules(rules)
+        .with_query_planner(Arc::new(SeuilQueryPlanner))
         .build();
     let ctx = SessionContext::new_with_state(state);
     functions::register(&ctx);

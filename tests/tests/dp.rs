@@ -286,15 +286,23 @@ async fn the_noise_test_catches_noise_at_half_the_reported_scale() {
 
 /// With noise made negligible, by months of care: the person-cells
 /// released against the raw data's ([`Bounding`]).
-async fn check_bounding(mutation: DpMutation) -> Bounding {
+/// Claims by month: over the keyed claims alone (the person-ordered scan,
+/// bounded in one streaming pass) or joined to the persons (bounded by
+/// DataFusion's aggregate and window).
+const CLAIMS_BY_MONTH: &str = "SELECT date_trunc('month', exe_soi_dtd), count(*) AS rows_counted, \
+     count(DISTINCT ben_nir_psa) AS persons FROM er_prs_f GROUP BY 1";
+const CLAIMS_BY_MONTH_JOINED: &str = "SELECT date_trunc('month', p.exe_soi_dtd), \
+     count(*) AS rows_counted, count(DISTINCT p.ben_nir_psa) AS persons \
+     FROM er_prs_f p JOIN ir_ben_r b ON p.ben_nir_psa = b.ben_nir_psa GROUP BY 1";
+
+async fn check_bounding(mutation: DpMutation, sql: &str) -> Bounding {
     let data = test_data(2_000, 7);
     let ledger = Arc::new(BudgetLedger::in_memory().unwrap());
     // An ε so large that the noise is nothing: released values are the
     // bounded ones.
     let engine = mutated_engine(data.path(), &dp_policy(1e7, 1e12), ledger, mutation).await;
     let raw = raw_context(&engine);
-    let sql = "SELECT date_trunc('month', exe_soi_dtd), count(*) AS rows_counted, \
-               count(DISTINCT ben_nir_psa) AS persons FROM er_prs_f GROUP BY 1";
+    let plan = engine.explain(&bob(), sql).await.unwrap().plan;
     let result = engine.query(&bob(), sql).await.unwrap();
     let batches = collect(result).await;
     let rows = cells(&batches, 1);
@@ -338,6 +346,7 @@ async fn check_bounding(mutation: DpMutation) -> Bounding {
         all_persons,
         bounded,
         one_row_each: rows == persons,
+        streamed: plan.contains("SeuilBoundContributions"),
     }
 }
 
@@ -351,11 +360,20 @@ struct Bounding {
     bounded: i64,
     /// Whether each cell's count of rows is its count of persons.
     one_row_each: bool,
+    /// Whether the plan bounds persons in one streaming pass.
+    streamed: bool,
 }
 
 #[tokio::test]
 async fn each_person_counts_in_few_cells_with_few_rows() {
-    let found = check_bounding(DpMutation::None).await;
+    for (sql, streamed) in [(CLAIMS_BY_MONTH, true), (CLAIMS_BY_MONTH_JOINED, false)] {
+        let found = check_bounding(DpMutation::None, sql).await;
+        assert_eq!(found.streamed, streamed, "{sql}");
+        assert_bounded(&found);
+    }
+}
+
+fn assert_bounded(found: &Bounding) {
     assert!(
         found.one_row_each,
         "a cell counted more than one row of a person"
@@ -373,13 +391,15 @@ async fn each_person_counts_in_few_cells_with_few_rows() {
 
 #[tokio::test]
 async fn the_bounding_test_catches_a_lifted_group_bound() {
-    let found = check_bounding(DpMutation::LiftGroupBound).await;
-    assert!(
-        found.released > 4 * found.all_persons,
-        "a lifted bound passed: {} person-cells for {} persons",
-        found.released,
-        found.all_persons
-    );
+    for sql in [CLAIMS_BY_MONTH, CLAIMS_BY_MONTH_JOINED] {
+        let found = check_bounding(DpMutation::LiftGroupBound, sql).await;
+        assert!(
+            found.released > 4 * found.all_persons,
+            "a lifted bound passed: {} person-cells for {} persons",
+            found.released,
+            found.all_persons
+        );
+    }
 }
 
 #[tokio::test]

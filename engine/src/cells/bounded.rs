@@ -18,28 +18,33 @@
 //!    persons and the bounded values the noise is added to
 //!    ([`NoisyValue`]).
 //!
+//! Levels 1 and 2 are one streaming pass ([`crate::contributions`]) when
+//! the rows come person by person (a scan of a keyed table of the person
+//! index), and DataFusion's aggregate and window otherwise.
+//!
 //! What has no mechanism yet is refused here, before anything runs:
 //! grouping sets, order statistics, spreads, sums without bounds.
 
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{Column, DFSchemaRef};
+use datafusion::common::{Column, DFSchema, DFSchemaRef};
 use datafusion::functions::core::expr_fn::{greatest, least};
 use datafusion::functions::math::expr_fn::round;
 use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::functions_window::expr_fn::lag;
-use datafusion::logical_expr::expr::Sort;
+use datafusion::logical_expr::expr::{AggregateFunction, Sort};
 use datafusion::logical_expr::{
-    Aggregate, BinaryExpr, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Operator,
-    Projection, TryCast, col, lit,
+    Aggregate, BinaryExpr, Expr, ExprFunctionExt, Extension, LogicalPlan, LogicalPlanBuilder,
+    Operator, Projection, TryCast, col, lit, when,
 };
 
-use super::exprs::{average, cast, with_function};
+use super::exprs::{average, cast};
 use super::layout::{Bounding, CellsLayout, NoisyValue};
 use super::measures::{Measure, Value};
+use crate::contributions::{BoundContributions, Bounds, Partial, partial_name, streams_by_person};
 use crate::error::{EngineError, Refusal, Rule, place_of, plan_fault};
 use crate::functions::{contribution_choice, exact_float_sum};
 use crate::lineage::{PERSONS_COLUMN, PersonLineage, output_column};
@@ -59,6 +64,82 @@ impl Bound {
             (Bound::Cap(a), Bound::Cap(b)) => a == b,
             (Bound::Clamp(a, b), Bound::Clamp(c, d)) => a == c && b == d,
             _ => false,
+        }
+    }
+}
+
+/// One partial of a person in a cell: the values counted (non-null) or
+/// added (`Float64`), the rows they are taken from, and the bound.
+#[derive(Clone)]
+struct PartialOf {
+    argument: Expr,
+    filter: Option<Expr>,
+    bound: Bound,
+}
+
+impl PartialOf {
+    fn count(value: &Value, argument: Expr, cap: u32) -> Self {
+        Self {
+            argument,
+            filter: value.filter.clone(),
+            bound: Bound::Cap(cap),
+        }
+    }
+
+    /// A person's sum of `argument` in a cell, as `value` filters it, to be
+    /// clamped to `bounds`: the partial of a SUM and of an AVG alike.
+    fn clamped_sum(value: &Value, argument: &Expr, (lower, upper): (f64, f64)) -> Self {
+        Self {
+            argument: cast(argument.clone(), DataType::Float64),
+            filter: value.filter.clone(),
+            bound: Bound::Clamp(lower, upper),
+        }
+    }
+
+    fn same_as(&self, other: &PartialOf) -> bool {
+        self.argument == other.argument
+            && self.filter == other.filter
+            && self.bound.same_as(&other.bound)
+    }
+
+    /// The partial as an aggregate over a person's rows in a cell (before
+    /// its bound).
+    fn aggregate(&self, input: &DFSchema) -> Expr {
+        let udaf = match self.bound {
+            Bound::Cap(_) => count_udaf(),
+            Bound::Clamp(..) => sum_udaf(),
+        };
+        let call = Expr::AggregateFunction(AggregateFunction::new_udf(
+            udaf,
+            vec![self.argument.clone()],
+            false,
+            self.filter.clone().map(Box::new),
+            Vec::new(),
+            None,
+        ));
+        exact_float_sum(call, input)
+    }
+
+    /// The partial's value in one row: the argument where the row passes
+    /// the filter, NULL elsewhere (neither counted nor added).
+    fn in_row(&self) -> Result<Expr, EngineError> {
+        match &self.filter {
+            None => Ok(self.argument.clone()),
+            Some(filter) => when(filter.clone(), self.argument.clone())
+                .end()
+                .map_err(plan_fault),
+        }
+    }
+
+    /// The partial as [`BoundContributions`] bounds it.
+    fn streamed(&self, sum_grid_power: i32) -> Partial {
+        match self.bound {
+            Bound::Cap(cap) => Partial::Count { cap },
+            Bound::Clamp(lower, upper) => Partial::ClampedSum {
+                lower,
+                upper,
+                grid_power: sum_grid_power,
+            },
         }
     }
 }
@@ -92,20 +173,6 @@ fn refuse(value: &Value, what: &str, hint: &str) -> EngineError {
 }
 
 /// Builds the bounded cells plan of a released aggregate.
-/// A person's sum of `argument` in a cell, as `value` filters it, to be
-/// clamped to `bounds`: the partial of a SUM and of an AVG alike.
-fn clamped_sum(value: &Value, argument: &Expr, (lower, upper): (f64, f64)) -> (Expr, Bound) {
-    (
-        with_function(
-            value,
-            sum_udaf(),
-            vec![cast(argument.clone(), DataType::Float64)],
-            false,
-        ),
-        Bound::Clamp(lower, upper),
-    )
-}
-
 pub(super) fn cells_plan(
     input: LogicalPlan,
     group_expr: Vec<Expr>,
@@ -122,18 +189,15 @@ pub(super) fn cells_plan(
         ));
     }
     let max_rows = bounding.max_rows_per_cell;
-    let mut partials: Vec<(Expr, Bound)> = Vec::new();
+    let mut partials: Vec<PartialOf> = Vec::new();
     // The same partial is computed once (`SUM(x)` next to `AVG(x)`):
     // DataFusion's planning would give two copies' common parts one name
     // twice.
-    let mut add = |(expr, bound): (Expr, Bound)| {
-        if let Some(known) = partials
-            .iter()
-            .position(|(e, b)| *e == expr && b.same_as(&bound))
-        {
+    let mut add = |partial: PartialOf| {
+        if let Some(known) = partials.iter().position(|p| p.same_as(&partial)) {
             return known;
         }
-        partials.push((expr, bound));
+        partials.push(partial);
         partials.len() - 1
     };
     let mut made = Vec::with_capacity(values.len());
@@ -141,19 +205,12 @@ pub(super) fn cells_plan(
         made.push(match &value.measure {
             Measure::Count { argument } => {
                 let argument = argument.clone().unwrap_or_else(|| lit(1i64));
-                let p = add((
-                    with_function(value, count_udaf(), vec![argument], false),
-                    Bound::Cap(max_rows),
-                ));
-                Made::Rows(p, max_rows)
+                Made::Rows(add(PartialOf::count(value, argument, max_rows)), max_rows)
             }
             // A person counts once in a cell: 1 when any of its rows there
             // passes the value's FILTER.
             Measure::CountPersons { argument } => {
-                let p = add((
-                    with_function(value, count_udaf(), vec![argument.clone()], false),
-                    Bound::Cap(1),
-                ));
+                let p = add(PartialOf::count(value, argument.clone(), 1));
                 if value.filter.is_none() {
                     Made::Persons(p)
                 } else {
@@ -163,16 +220,13 @@ pub(super) fn cells_plan(
             Measure::Sum {
                 argument,
                 bounds: Some(bounds),
-            } => Made::Sum(add(clamped_sum(value, argument, *bounds)), *bounds),
+            } => Made::Sum(add(PartialOf::clamped_sum(value, argument, *bounds)), *bounds),
             Measure::Avg {
                 argument,
                 bounds: Some((lower, upper)),
             } => {
-                let s = add(clamped_sum(value, argument, (*lower, *upper)));
-                let c = add((
-                    with_function(value, count_udaf(), vec![argument.clone()], false),
-                    Bound::Cap(max_rows),
-                ));
+                let s = add(PartialOf::clamped_sum(value, argument, (*lower, *upper)));
+                let c = add(PartialOf::count(value, argument.clone(), max_rows));
                 Made::Avg(s, c, (*lower, *upper), max_rows)
             }
             Measure::Sum { bounds: None, .. } | Measure::Avg { bounds: None, .. } => {
@@ -199,83 +253,13 @@ pub(super) fn cells_plan(
         });
     }
 
-    // Level 1: per cell and person.
-    let person = lineage.person.clone();
+    // Levels 1 and 2: each person's bounded partials in its chosen cells.
     let groups = group_expr.len();
-    let mut level1_groups = group_expr;
-    level1_groups.push(col(person));
-    let aggregates: Vec<Expr> = partials
-        .iter()
-        .enumerate()
-        .map(|(i, (expr, _))| {
-            exact_float_sum(expr.clone(), input.schema()).alias(format!("__seuil_partial_{i}"))
-        })
-        .collect();
-    let level1 =
-        Aggregate::try_new(Arc::new(input), level1_groups, aggregates).map_err(plan_fault)?;
-    let schema = Arc::clone(&level1.schema);
-    let cell: Vec<Expr> = (0..groups)
-        .map(|i| Expr::Column(output_column(&schema, i)))
-        .collect();
-    let person = Expr::Column(output_column(&schema, groups));
-    let mut exprs: Vec<Expr> = cell.clone();
-    exprs.push(person.clone());
-    for (i, (_, bound)) in partials.iter().enumerate() {
-        let column = Expr::Column(output_column(&schema, groups + 1 + i));
-        let name = format!("__seuil_partial_{i}");
-        exprs.push(match *bound {
-            Bound::Cap(cap) => least(vec![column, lit(i64::from(cap))]).alias(name),
-            // A person without a value in the cell (all rows filtered out)
-            // stays NULL: it adds nothing.
-            Bound::Clamp(lower, upper) => {
-                let clamped = greatest(vec![lit(lower), least(vec![column, lit(upper)])]);
-                let units = round(vec![clamped * lit(2f64.powi(-bounding.sum_grid_power))]);
-                cast(units, DataType::Int64).alias(name)
-            }
-        });
-    }
-    exprs.push(
-        contribution_choice(bounding.key.bytes(), person.clone(), cell.clone())
-            .alias("__seuil_choice"),
-    );
-    let bounded =
-        Projection::try_new(exprs, Arc::new(LogicalPlan::Aggregate(level1))).map_err(plan_fault)?;
-    let schema = Arc::clone(&bounded.schema);
-    let person = Expr::Column(output_column(&schema, groups));
-
-    // Level 2: each person's first cells by the keyed hash. With the rows
-    // in order of person, then hash, a row is among its person's first k
-    // when the row k places before it is another person's, or there is
-    // none: `row_number() <= k` over `PARTITION BY person`, without the
-    // state DataFusion's window keeps for each partition (each person),
-    // which made it cost more than the rest of the plan on a million
-    // persons (`seuil-bench dp`). Exactly k rows of a person pass, ties of
-    // the hash included.
-    let by_person_then_choice = vec![
-        Sort::new(person.clone(), true, false),
-        Sort::new(col(Column::from_name("__seuil_choice")), true, false),
-    ];
-    let before = lag(
-        person.clone(),
-        Some(i64::from(bounding.max_groups_per_person)),
-        None,
-    )
-    .order_by(by_person_then_choice)
-    .build()
-    .map_err(plan_fault)?;
-    let before_name = before.schema_name().to_string();
-    let ranked = LogicalPlanBuilder::window_plan(LogicalPlan::Projection(bounded), vec![before])
-        .map_err(plan_fault)?;
-    let another_person = Expr::BinaryExpr(BinaryExpr::new(
-        Box::new(col(Column::from_name(before_name))),
-        Operator::IsDistinctFrom,
-        Box::new(person),
-    ));
-    let chosen = LogicalPlanBuilder::from(ranked)
-        .filter(another_person)
-        .map_err(plan_fault)?
-        .build()
-        .map_err(plan_fault)?;
+    let chosen = if streams_by_person(&input, &lineage.person) {
+        streamed_partials(input, group_expr, &partials, lineage, bounding)?
+    } else {
+        aggregated_partials(input, group_expr, &partials, lineage, bounding)?
+    };
 
     // Level 3: per cell.
     let schema = Arc::clone(chosen.schema());
@@ -284,7 +268,7 @@ pub(super) fn cells_plan(
         .collect();
     let mut sums: Vec<Expr> = (0..partials.len())
         .map(|i| {
-            let partial = col(Column::from_name(format!("__seuil_partial_{i}")));
+            let partial = col(Column::from_name(partial_name(i)));
             sum(partial).alias(format!("__seuil_bounded_{i}"))
         })
         .collect();
@@ -366,4 +350,123 @@ pub(super) fn cells_plan(
             noisy,
         },
     ))
+}
+
+/// Levels 1 and 2 over rows that come person by person: one pass of
+/// [`BoundContributions`], which keeps only the current person's cells.
+fn streamed_partials(
+    input: LogicalPlan,
+    group_expr: Vec<Expr>,
+    partials: &[PartialOf],
+    lineage: &PersonLineage,
+    bounding: &Bounding,
+) -> Result<LogicalPlan, EngineError> {
+    let groups = group_expr.len();
+    // The cell's columns keep their names, as the aggregate per cell and
+    // person would name them.
+    let mut exprs = group_expr;
+    exprs.push(col(lineage.person.clone()));
+    for (i, partial) in partials.iter().enumerate() {
+        exprs.push(partial.in_row()?.alias(format!("__seuil_argument_{i}")));
+    }
+    let rows = Projection::try_new(exprs, Arc::new(input)).map_err(plan_fault)?;
+    let bounds = Bounds {
+        groups,
+        partials: partials
+            .iter()
+            .map(|p| p.streamed(bounding.sum_grid_power))
+            .collect(),
+        max_groups_per_person: bounding.max_groups_per_person,
+    };
+    let node =
+        BoundContributions::try_new(LogicalPlan::Projection(rows), bounds).map_err(plan_fault)?;
+    Ok(LogicalPlan::Extension(Extension {
+        node: Arc::new(node),
+    }))
+}
+
+/// Levels 1 and 2 by DataFusion's operators, over any input: an aggregate
+/// per (cell, person), each partial bounded, then a window over each
+/// person's cells in the order of the keyed hash.
+fn aggregated_partials(
+    input: LogicalPlan,
+    group_expr: Vec<Expr>,
+    partials: &[PartialOf],
+    lineage: &PersonLineage,
+    bounding: &Bounding,
+) -> Result<LogicalPlan, EngineError> {
+    let person = lineage.person.clone();
+    let groups = group_expr.len();
+    let mut level1_groups = group_expr;
+    level1_groups.push(col(person));
+    let aggregates: Vec<Expr> = partials
+        .iter()
+        .enumerate()
+        .map(|(i, partial)| partial.aggregate(input.schema()).alias(partial_name(i)))
+        .collect();
+    let level1 =
+        Aggregate::try_new(Arc::new(input), level1_groups, aggregates).map_err(plan_fault)?;
+    let schema = Arc::clone(&level1.schema);
+    let cell: Vec<Expr> = (0..groups)
+        .map(|i| Expr::Column(output_column(&schema, i)))
+        .collect();
+    let person = Expr::Column(output_column(&schema, groups));
+    let mut exprs: Vec<Expr> = cell.clone();
+    exprs.push(person.clone());
+    for (i, partial) in partials.iter().enumerate() {
+        let column = Expr::Column(output_column(&schema, groups + 1 + i));
+        let name = partial_name(i);
+        exprs.push(match partial.bound {
+            Bound::Cap(cap) => least(vec![column, lit(i64::from(cap))]).alias(name),
+            // A person without a value in the cell (all rows filtered out)
+            // stays NULL: it adds nothing.
+            Bound::Clamp(lower, upper) => {
+                let clamped = greatest(vec![lit(lower), least(vec![column, lit(upper)])]);
+                let units = round(vec![clamped * lit(2f64.powi(-bounding.sum_grid_power))]);
+                cast(units, DataType::Int64).alias(name)
+            }
+        });
+    }
+    exprs.push(
+        contribution_choice(bounding.key.bytes(), person.clone(), cell.clone())
+            .alias("__seuil_choice"),
+    );
+    let bounded =
+        Projection::try_new(exprs, Arc::new(LogicalPlan::Aggregate(level1))).map_err(plan_fault)?;
+    let schema = Arc::clone(&bounded.schema);
+    let person = Expr::Column(output_column(&schema, groups));
+
+    // Level 2: each person's first cells by the keyed hash. With the rows
+    // in order of person, then hash, a row is among its person's first k
+    // when the row k places before it is another person's, or there is
+    // none: `row_number() <= k` over `PARTITION BY person`, without the
+    // state DataFusion's window keeps for each partition (each person),
+    // which made it cost more than the rest of the plan on a million
+    // persons (`seuil-bench dp`). Exactly k rows of a person pass, ties of
+    // the hash included.
+    let by_person_then_choice = vec![
+        Sort::new(person.clone(), true, false),
+        Sort::new(col(Column::from_name("__seuil_choice")), true, false),
+    ];
+    let before = lag(
+        person.clone(),
+        Some(i64::from(bounding.max_groups_per_person)),
+        None,
+    )
+    .order_by(by_person_then_choice)
+    .build()
+    .map_err(plan_fault)?;
+    let before_name = before.schema_name().to_string();
+    let ranked = LogicalPlanBuilder::window_plan(LogicalPlan::Projection(bounded), vec![before])
+        .map_err(plan_fault)?;
+    let another_person = Expr::BinaryExpr(BinaryExpr::new(
+        Box::new(col(Column::from_name(before_name))),
+        Operator::IsDistinctFrom,
+        Box::new(person),
+    ));
+    LogicalPlanBuilder::from(ranked)
+        .filter(another_person)
+        .map_err(plan_fault)?
+        .build()
+        .map_err(plan_fault)
 }

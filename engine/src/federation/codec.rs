@@ -1,6 +1,7 @@
 //! Cells plans as bytes: DataFusion's own plan encoding (`datafusion-proto`)
 //! with a small codec for what it does not know, seuil's tables and the one
-//! seuil function whose definition is more than its name.
+//! seuil function whose definition is more than its name, and the node that
+//! bounds each person's contributions in dp mode (as its parameters).
 //!
 //! A table travels as its identity ([`TableIdentity`]: the data table's
 //! name, and whether the scan reads its keyed copy of the person index),
@@ -25,6 +26,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::DataCatalog;
+use crate::contributions::{BoundContributions, Bounds};
 use crate::error::EngineError;
 use crate::functions::person_sums::PersonSums;
 
@@ -82,15 +84,30 @@ struct SeuilCodec {
 impl LogicalExtensionCodec for SeuilCodec {
     fn try_decode(
         &self,
-        _buf: &[u8],
-        _inputs: &[LogicalPlan],
+        buf: &[u8],
+        inputs: &[LogicalPlan],
         _ctx: &TaskContext,
     ) -> DfResult<Extension> {
-        plan_err!("cells plans hold no extension nodes")
+        // The one extension node of cells plans: its parameters, checked
+        // against its input as when it is built.
+        let Ok(bounds) = serde_json::from_slice::<Bounds>(buf) else {
+            return plan_err!("an extension node of the plan is not seuil's");
+        };
+        let [input] = inputs else {
+            return plan_err!("bounded contributions take one input");
+        };
+        let node = BoundContributions::try_new(input.clone(), bounds)?;
+        Ok(Extension {
+            node: Arc::new(node),
+        })
     }
 
-    fn try_encode(&self, _node: &Extension, _buf: &mut Vec<u8>) -> DfResult<()> {
-        plan_err!("cells plans hold no extension nodes")
+    fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> DfResult<()> {
+        let Some(node) = node.node.as_any().downcast_ref::<BoundContributions>() else {
+            return plan_err!("cells plans hold no other extension node");
+        };
+        serde_json::to_writer(buf, node.bounds())
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
     }
 
     fn try_decode_table_provider(

@@ -7,7 +7,8 @@
 //!
 //! - the plan reads only the node's own tables (decoding already failed for
 //!   any other) through plain relational operators; anything else (writes,
-//!   extension nodes, recursive queries, unnest) is refused;
+//!   extension nodes but the one that bounds dp contributions, recursive
+//!   queries, unnest) is refused;
 //! - its output is grouped: an aggregate stands between every scan and the
 //!   output, so no row of a private table leaves as such;
 //! - no output column shows the values of an identifier column or of a
@@ -28,6 +29,7 @@ use seuil_policies::{ColumnClass, Policy};
 
 use super::codec::identify;
 use crate::catalog::DataCatalog;
+use crate::contributions::{BoundContributions, Partial};
 use crate::error::{EngineError, Rule};
 use crate::functions::{KnownAggregate, PersonSums};
 use crate::lineage::{PERSON_NUMBER, PERSONS_COLUMN};
@@ -271,6 +273,27 @@ fn output_of(plan: &LogicalPlan, data: &DataCatalog) -> Result<Output, EngineErr
             Output {
                 columns,
                 grouped: inputs.iter().all(|i| i.grouped),
+            }
+        }
+        LogicalPlan::Extension(extension) => {
+            let Some(node) = extension.node.as_any().downcast_ref::<BoundContributions>() else {
+                return Err(refused("a data node runs no extension node but seuil's"));
+            };
+            // Like the aggregate per cell and person it stands for: the
+            // cell's columns, then partials that show what they sum (a
+            // count shows nothing); the person is not in its output.
+            let bounds = node.bounds();
+            let input = &inputs[0].columns;
+            let mut columns = input[..bounds.groups].to_vec();
+            for (i, partial) in bounds.partials.iter().enumerate() {
+                columns.push(match partial {
+                    Partial::Count { .. } => Exposure::default(),
+                    Partial::ClampedSum { .. } => input[bounds.groups + 1 + i].clone(),
+                });
+            }
+            Output {
+                columns,
+                grouped: true,
             }
         }
         LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => Output {

@@ -204,6 +204,13 @@ impl Sum {
         }
     }
 
+    /// Adds another sum, exactly.
+    pub(crate) fn absorb(&mut self, other: &Sum) {
+        if other.seen {
+            self.merge(other.partials.as_slice(), other.special);
+        }
+    }
+
     /// Adds another cell's sum (a partial state), exactly.
     fn merge(&mut self, partials: &[f64], special: f64) {
         self.seen = true;
