@@ -23,6 +23,9 @@ const LAYERS: &[&str] = &[
     "lineage",
     "functions",
     "hints",
+    // The streaming pass that bounds each person's contributions in dp
+    // mode, and the planning that keeps its input in person order.
+    "contributions",
     // Opening data: limits, options, sessions, the catalog of tables.
     "limits",
     "options",

@@ -208,9 +208,12 @@ pub(super) fn cells_plan(
                 Made::Rows(add(PartialOf::count(value, argument, max_rows)), max_rows)
             }
             // A person counts once in a cell: 1 when any of its rows there
-            // passes the value's FILTER.
-            Measure::CountPersons { argument } => {
-                let p = add(PartialOf::count(value, argument.clone(), 1));
+            // passes the value's FILTER. The person column stands for the
+            // key the user counts (the same persons): the plan reads it
+            // anyway, where the key may be a string column read only for
+            // this.
+            Measure::CountPersons { .. } => {
+                let p = add(PartialOf::count(value, col(lineage.person.clone()), 1));
                 if value.filter.is_none() {
                     Made::Persons(p)
                 } else {

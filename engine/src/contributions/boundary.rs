@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use datafusion::common::{HashMap, Result, exec_err, internal_err};
 
-use super::exec::Running;
+use super::running::Running;
 
 /// A person's place in the order of the keyed tables: by number, the rows
 /// without a person last.

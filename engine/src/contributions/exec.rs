@@ -27,8 +27,8 @@ use futures::StreamExt;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::boundary::{Boundary, PersonRecord, person_order};
-use super::{Bounds, Partial};
-use crate::functions::exact_sum::Sum;
+use super::node::{Bounds, Partial};
+use super::running::Running;
 
 /// The physical node of [`super::BoundContributions`].
 pub struct BoundContributionsExec {
@@ -218,62 +218,6 @@ fn cell_columns(batch: &RecordBatch, groups: usize) -> Vec<ArrayRef> {
         return vec![Arc::new(NullArray::new(batch.num_rows()))];
     }
     batch.columns()[..groups].to_vec()
-}
-
-/// The running state of one partial of one person in one cell.
-#[derive(Debug, Clone)]
-pub(super) enum Running {
-    /// Non-null values so far.
-    Count(u64),
-    /// Their exact sum.
-    Sum(Sum),
-}
-
-impl Running {
-    fn new(partial: &Partial) -> Self {
-        match partial {
-            Partial::Count { .. } => Running::Count(0),
-            Partial::ClampedSum { .. } => Running::Sum(Sum::default()),
-        }
-    }
-
-    /// Adds the state of another part of the same person's rows.
-    pub(super) fn absorb(&mut self, other: &Running) {
-        match (self, other) {
-            (Running::Count(a), Running::Count(b)) => *a += b,
-            (Running::Sum(a), Running::Sum(b)) => a.absorb(b),
-            // States of one partial are of one kind.
-            _ => {}
-        }
-    }
-
-    /// The bounded partial, as the cell's aggregate adds it.
-    fn bounded(&self, partial: &Partial) -> Option<i64> {
-        match (partial, self) {
-            (Partial::Count { cap }, Running::Count(n)) => {
-                Some(i64::try_from((*n).min(u64::from(*cap))).unwrap_or(i64::MAX))
-            }
-            (
-                Partial::ClampedSum {
-                    lower,
-                    upper,
-                    grid_power,
-                },
-                Running::Sum(sum),
-            ) => sum.value().map(|v| {
-                // NaN is the largest value, as DataFusion's `least` and
-                // `greatest` order it.
-                let clamped = if v.is_nan() {
-                    *upper
-                } else {
-                    v.clamp(*lower, *upper)
-                };
-                // Rounded half away from zero, as DataFusion's `round`.
-                (clamped * 2f64.powi(-grid_power)).round() as i64
-            }),
-            _ => None,
-        }
-    }
 }
 
 /// The cells of the person being read: each cell once, in the Arrow row
