@@ -20,7 +20,9 @@
 //!
 //! Levels 1 and 2 are one streaming pass ([`crate::contributions`]) when
 //! the rows come person by person (a scan of a keyed table of the person
-//! index), and DataFusion's aggregate and window otherwise.
+//! index), which also adds level 3's totals within each partition, and
+//! DataFusion's aggregate and window otherwise. Either way level 3 adds
+//! rows of partials and of persons kept ([`PERSONS_KEPT`]).
 //!
 //! What has no mechanism yet is refused here, before anything runs:
 //! grouping sets, order statistics, spreads, sums without bounds.
@@ -29,10 +31,10 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, DFSchema, DFSchemaRef};
-use datafusion::functions::core::expr_fn::{greatest, least};
+use datafusion::functions::core::expr_fn::{coalesce, greatest, least};
 use datafusion::functions::math::expr_fn::round;
 use datafusion::functions_aggregate::count::count_udaf;
-use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::functions_window::expr_fn::lag;
 use datafusion::logical_expr::expr::{AggregateFunction, Sort};
@@ -44,7 +46,9 @@ use datafusion::logical_expr::{
 use super::exprs::{average, cast};
 use super::layout::{Bounding, CellsLayout, NoisyValue};
 use super::measures::{Measure, Value};
-use crate::contributions::{BoundContributions, Bounds, Partial, partial_name, streams_by_person};
+use crate::contributions::{
+    BoundContributions, Bounds, PERSONS_KEPT, Partial, partial_name, streams_by_person,
+};
 use crate::error::{EngineError, Refusal, Rule, place_of, plan_fault};
 use crate::functions::{contribution_choice, exact_float_sum};
 use crate::lineage::{PERSONS_COLUMN, PersonLineage, output_column};
@@ -275,7 +279,7 @@ pub(super) fn cells_plan(
             sum(partial).alias(format!("__seuil_bounded_{i}"))
         })
         .collect();
-    sums.push(count(lit(1i64)).alias(PERSONS_COLUMN));
+    sums.push(sum(col(Column::from_name(PERSONS_KEPT))).alias(PERSONS_COLUMN));
     let cells = Aggregate::try_new(Arc::new(chosen), cell, sums).map_err(plan_fault)?;
 
     // Level 4: the user's columns, then what the release step reads.
@@ -306,7 +310,8 @@ pub(super) fn cells_plan(
     }
     let output_columns = exprs.len();
     let persons = output_columns;
-    exprs.push(named(PERSONS_COLUMN.to_string()));
+    // No person at all, in an aggregate without groups, is a count of 0.
+    exprs.push(coalesce(vec![named(PERSONS_COLUMN.to_string()), lit(0i64)]).alias(PERSONS_COLUMN));
     for p in 0..partials.len() {
         exprs.push(cast(bounded_column(p), DataType::Int64).alias(format!("__seuil_bounded_{p}")));
     }
@@ -430,6 +435,8 @@ fn aggregated_partials(
             }
         });
     }
+    // Each row is one person in one cell, as the streaming pass counts.
+    exprs.push(lit(1i64).alias(PERSONS_KEPT));
     exprs.push(
         contribution_choice(bounding.key.bytes(), person.clone(), cell.clone())
             .alias("__seuil_choice"),

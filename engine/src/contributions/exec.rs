@@ -6,9 +6,8 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Builder, NullArray, UInt32Array, UInt64Array,
+    Array, ArrayRef, AsArray, Float64Array, NullArray, UInt32Array, UInt64Array,
 };
-use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef, UInt32Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{Row, RowConverter, Rows, SortField};
@@ -18,17 +17,19 @@ use datafusion::config::ConfigOptions;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{ScalarFunctionArgs, ScalarUDF};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
     SendableRecordBatchStream,
 };
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::boundary::{Boundary, PersonRecord, person_order};
 use super::node::{Bounds, Partial};
 use super::running::Running;
+use super::totals::CellTotals;
 
 /// The physical node of [`super::BoundContributions`].
 pub struct BoundContributionsExec {
@@ -59,10 +60,11 @@ impl BoundContributionsExec {
         schema: SchemaRef,
     ) -> Self {
         let partitions = input.output_partitioning().partition_count();
+        // The totals come once the partition is read, as an aggregate's.
         let properties = PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
             Partitioning::UnknownPartitioning(partitions),
-            input.pipeline_behavior(),
+            EmissionType::Final,
             input.boundedness(),
         );
         Self {
@@ -160,38 +162,19 @@ impl ExecutionPlan for BoundContributionsExec {
             batch_size: context.session_config().batch_size().max(1),
             schema: Arc::clone(&self.schema),
             cells: PersonCells::new(&converter),
-            completed: Completed::new(&converter),
+            crowded: Crowded::new(&converter),
+            totals: CellTotals::new(&converter, &self.bounds.partials),
             converter,
+            hasher: DefaultHashBuilder::default(),
             fresh,
             current: None,
             first: None,
             first_pending: true,
             boundary: Arc::clone(&self.boundary),
         };
-        let batches = futures::stream::unfold(Some((input, reader)), |state| async move {
-            let (mut input, mut reader) = state?;
-            loop {
-                match input.next().await {
-                    Some(Ok(batch)) => {
-                        if let Err(e) = reader.absorb(&batch) {
-                            return Some((Err(e), None));
-                        }
-                        if reader.completed.len() >= reader.batch_size {
-                            let batch = reader.emit();
-                            return Some((batch, Some((input, reader))));
-                        }
-                    }
-                    Some(Err(e)) => return Some((Err(e), None)),
-                    None => {
-                        return match reader.finish() {
-                            Ok(Some(batch)) => Some((Ok(batch), None)),
-                            Ok(None) => None,
-                            Err(e) => Some((Err(e), None)),
-                        };
-                    }
-                }
-            }
-        });
+        let batches = futures::stream::once(reader.run(input))
+            .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+            .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
             batches,
@@ -232,7 +215,6 @@ struct PersonCells {
     /// The cell of the previous row: a person's consecutive rows are often
     /// in one cell.
     last: Option<usize>,
-    hasher: DefaultHashBuilder,
 }
 
 impl PersonCells {
@@ -243,7 +225,6 @@ impl PersonCells {
             table: HashTable::new(),
             running: Vec::new(),
             last: None,
-            hasher: DefaultHashBuilder::default(),
         }
     }
 
@@ -252,13 +233,13 @@ impl PersonCells {
     }
 
     /// The position of `row`'s cell, added with `fresh` states if new.
-    fn cell(&mut self, row: Row<'_>, fresh: &[Running]) -> usize {
+    fn cell(&mut self, row: Row<'_>, fresh: &[Running], hasher: &DefaultHashBuilder) -> usize {
         if let Some(last) = self.last
             && self.rows.row(last) == row
         {
             return last;
         }
-        let hash = self.hasher.hash_one(row.as_ref());
+        let hash = hasher.hash_one(row.as_ref());
         let rows = &self.rows;
         let position = match self.table.find(hash, |&i| rows.row(i) == row) {
             Some(&i) => i,
@@ -306,22 +287,23 @@ impl PersonCells {
     }
 }
 
-/// The cells of complete persons, waiting to be bounded and emitted.
-struct Completed {
+/// Persons with more cells than they keep, waiting for the keyed hash to
+/// choose theirs: the hash is computed for many persons at once.
+struct Crowded {
     rows: Rows,
     persons: Vec<Option<u32>>,
     running: Vec<Running>,
-    /// (first row, rows) of each person with more cells than it keeps.
-    over: Vec<(usize, usize)>,
+    /// (first row, rows) of each person.
+    spans: Vec<(usize, usize)>,
 }
 
-impl Completed {
+impl Crowded {
     fn new(converter: &RowConverter) -> Self {
         Self {
             rows: converter.empty_rows(1024, 16 * 1024),
             persons: Vec::new(),
             running: Vec::new(),
-            over: Vec::new(),
+            spans: Vec::new(),
         }
     }
 
@@ -329,19 +311,17 @@ impl Completed {
         self.rows.num_rows()
     }
 
-    fn push_person(&mut self, person: Option<u32>, cells: &PersonCells, max_groups: usize) {
+    fn push_person(&mut self, person: Option<u32>, cells: &PersonCells) {
         let start = self.len();
         for i in 0..cells.len() {
             self.rows.push(cells.rows.row(i));
         }
         self.persons.resize(start + cells.len(), person);
         self.running.extend_from_slice(&cells.running);
-        if cells.len() > max_groups {
-            self.over.push((start, cells.len()));
-        }
+        self.spans.push((start, cells.len()));
     }
 
-    fn push_record(&mut self, record: &PersonRecord, converter: &RowConverter, max_groups: usize) {
+    fn push_record(&mut self, record: &PersonRecord, converter: &RowConverter) {
         let parser = converter.parser();
         let start = self.len();
         for (row, running) in &record.cells {
@@ -350,16 +330,14 @@ impl Completed {
         }
         self.persons
             .resize(start + record.cells.len(), record.person);
-        if record.cells.len() > max_groups {
-            self.over.push((start, record.cells.len()));
-        }
+        self.spans.push((start, record.cells.len()));
     }
 
     fn clear(&mut self) {
         self.rows.clear();
         self.persons.clear();
         self.running.clear();
-        self.over.clear();
+        self.spans.clear();
     }
 }
 
@@ -372,10 +350,13 @@ struct PersonReader {
     batch_size: usize,
     schema: SchemaRef,
     converter: RowConverter,
+    /// The hasher of cells' rows, for the person's cells and the totals.
+    hasher: DefaultHashBuilder,
     /// The partials of a cell before any row.
     fresh: Vec<Running>,
     cells: PersonCells,
-    completed: Completed,
+    crowded: Crowded,
+    totals: CellTotals,
     /// The person being read (`Some(None)`: the rows without a person).
     current: Option<Option<u32>>,
     /// The partition's first person, once finished: held for the merger,
@@ -393,6 +374,14 @@ impl PersonReader {
 
     fn max_groups(&self) -> usize {
         self.bounds.max_groups_per_person as usize
+    }
+
+    /// Reads the partition, then gives its totals per cell.
+    async fn run(mut self, mut input: SendableRecordBatchStream) -> Result<Vec<RecordBatch>> {
+        while let Some(batch) = input.next().await {
+            self.absorb(&batch?)?;
+        }
+        self.finish()
     }
 
     /// Adds a batch's rows to their persons' cells.
@@ -430,7 +419,7 @@ impl PersonReader {
             if self.current != Some(person) {
                 self.next_person(person)?;
             }
-            let cell = self.cells.cell(rows.row(r), &self.fresh);
+            let cell = self.cells.cell(rows.row(r), &self.fresh, &self.hasher);
             let running = &mut self.cells.running[cell * partials..(cell + 1) * partials];
             for (argument, state) in arguments.iter().zip(running) {
                 match (argument, state) {
@@ -461,9 +450,7 @@ impl PersonReader {
                 self.first = Some(self.cells.record(previous, self.partials()));
                 self.first_pending = false;
             } else {
-                let max_groups = self.max_groups();
-                self.completed
-                    .push_person(previous, &self.cells, max_groups);
+                self.add_person(previous)?;
             }
             self.cells.clear();
         }
@@ -471,10 +458,44 @@ impl PersonReader {
         Ok(())
     }
 
-    /// Ends the partition: its edge persons to the merger, and the last
-    /// cells, with the merged edge persons of every partition when this
-    /// partition is the last to end.
-    fn finish(&mut self) -> Result<Option<RecordBatch>> {
+    /// Adds the person just read to the totals, or, with more cells than
+    /// it keeps, to the persons whose cells the keyed hash chooses.
+    fn add_person(&mut self, person: Option<u32>) -> Result<()> {
+        let cells = &self.cells;
+        if cells.len() > self.max_groups() {
+            self.crowded.push_person(person, cells);
+            if self.crowded.len() >= self.batch_size {
+                self.choose_crowded()?;
+            }
+            return Ok(());
+        }
+        let partials = self.bounds.partials.len();
+        for i in 0..cells.len() {
+            let running = &cells.running[i * partials..(i + 1) * partials];
+            self.totals
+                .add(cells.rows.row(i), cells.hashes[i], running)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a person merged at the partitions' edges, as [`Self::add_person`].
+    fn add_record(&mut self, record: &PersonRecord) -> Result<()> {
+        if record.cells.len() > self.max_groups() {
+            self.crowded.push_record(record, &self.converter);
+            return Ok(());
+        }
+        let parser = self.converter.parser();
+        for (row, running) in &record.cells {
+            let hash = self.hasher.hash_one(row.as_slice());
+            self.totals.add(parser.parse(row), hash, running)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the partition: its edge persons to the merger, and its totals,
+    /// with the merged edge persons of every partition when this partition
+    /// is the last to end.
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
         let mut edges = Vec::new();
         let mut range = None;
         if let Some(last) = self.current.take() {
@@ -491,93 +512,53 @@ impl PersonReader {
             edges.push(last);
         }
         if let Some(merged) = self.boundary.finish(range, edges)? {
-            let max_groups = self.max_groups();
             for person in &merged {
-                self.completed
-                    .push_record(person, &self.converter, max_groups);
+                self.add_record(person)?;
             }
         }
-        if self.completed.len() == 0 {
-            return Ok(None);
-        }
-        self.emit().map(Some)
+        self.choose_crowded()?;
+        self.totals.batches(
+            &self.converter,
+            &self.schema,
+            self.bounds.groups,
+            self.batch_size,
+        )
     }
 
-    /// The complete persons' cells, bounded: each person's first
-    /// `max_groups_per_person` cells by the keyed hash, each partial capped
-    /// or clamped.
-    fn emit(&mut self) -> Result<RecordBatch> {
+    /// Adds the crowded persons' first `max_groups_per_person` cells by the
+    /// keyed hash to the totals.
+    fn choose_crowded(&mut self) -> Result<()> {
+        let crowded = &self.crowded;
+        if crowded.len() == 0 {
+            return Ok(());
+        }
         let max_groups = self.max_groups();
         let partials = self.partials();
-        let completed = &self.completed;
-        let rows = completed.len();
-        let mut cells = self.converter.convert_rows(completed.rows.iter())?;
+        let mut arguments = vec![Arc::new(UInt32Array::from(crowded.persons.clone())) as ArrayRef];
+        let mut cells = self.converter.convert_rows(crowded.rows.iter())?;
         // Without cell columns, the one cell's stand-in.
         cells.truncate(self.bounds.groups);
-        let mut kept = vec![true; rows];
-        if !completed.over.is_empty() {
-            // The hash only for the persons who have more cells than they
-            // keep.
-            let positions = UInt32Array::from_iter_values(
-                completed
-                    .over
-                    .iter()
-                    .flat_map(|&(start, len)| (start..start + len).map(|i| i as u32)),
-            );
-            let persons = UInt32Array::from(completed.persons.clone());
-            let mut arguments = vec![take(&persons, &positions, None)?];
-            for column in &cells {
-                arguments.push(take(column.as_ref(), &positions, None)?);
-            }
-            let hashes = self.choose(arguments)?;
-            let mut at = 0;
-            for &(start, len) in &completed.over {
-                let mut order: Vec<usize> = (0..len).collect();
-                // Ties of the hash broken by the cell, so that the choice is
-                // the same on any partitions.
-                order.sort_unstable_by(|&a, &b| {
-                    hashes
-                        .value(at + a)
-                        .cmp(&hashes.value(at + b))
-                        .then_with(|| {
-                            completed
-                                .rows
-                                .row(start + a)
-                                .cmp(&completed.rows.row(start + b))
-                        })
-                });
-                for &dropped in &order[max_groups..] {
-                    kept[start + dropped] = false;
-                }
-                at += len;
+        arguments.extend(cells);
+        let hashes = self.choose(arguments)?;
+        for &(start, len) in &crowded.spans {
+            let mut order: Vec<usize> = (start..start + len).collect();
+            // Ties of the hash broken by the cell, so that the choice is the
+            // same on any partitions.
+            order.sort_unstable_by(|&a, &b| {
+                hashes
+                    .value(a)
+                    .cmp(&hashes.value(b))
+                    .then_with(|| crowded.rows.row(a).cmp(&crowded.rows.row(b)))
+            });
+            for &kept in &order[..max_groups] {
+                let row = crowded.rows.row(kept);
+                let hash = self.hasher.hash_one(row.as_ref());
+                let running = &crowded.running[kept * partials..(kept + 1) * partials];
+                self.totals.add(row, hash, running)?;
             }
         }
-        let chosen: Vec<usize> = (0..rows).filter(|&i| kept[i]).collect();
-        let mut columns: Vec<ArrayRef> = if chosen.len() == rows {
-            cells
-        } else {
-            let indices = UInt32Array::from_iter_values(chosen.iter().map(|&i| i as u32));
-            cells
-                .iter()
-                .map(|column| take(column.as_ref(), &indices, None))
-                .collect::<std::result::Result<_, _>>()?
-        };
-        // The row format gives a dictionary's values back plain: the
-        // columns as the schema has them.
-        for (column, field) in columns.iter_mut().zip(self.schema.fields()) {
-            if column.data_type() != field.data_type() {
-                *column = datafusion::arrow::compute::cast(column, field.data_type())?;
-            }
-        }
-        for (j, partial) in self.bounds.partials.iter().enumerate() {
-            let mut values = Int64Builder::with_capacity(chosen.len());
-            for &i in &chosen {
-                values.append_option(completed.running[i * partials + j].bounded(partial));
-            }
-            columns.push(Arc::new(values.finish()));
-        }
-        self.completed.clear();
-        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+        self.crowded.clear();
+        Ok(())
     }
 
     /// The keyed hash of each (person, cell) of `arguments`.

@@ -16,14 +16,16 @@
 //! together. [`BoundContributions`] reads them so: it keeps the cells of the
 //! current person only (a small map from the cell to its partials), and when
 //! the person changes it bounds them, keeps the first cells by the keyed
-//! hash and emits them, at most `max_groups_per_person` rows per person. The
-//! aggregate per cell above it then adds few rows. Nothing is kept per
-//! person beyond the one being read.
+//! hash and adds them to the partition's totals per cell ([`totals`]): no
+//! (cell, person) row is materialised, and the aggregate per cell above it
+//! adds one row per cell and partition. Nothing is kept per person beyond
+//! the one being read; the totals are integers, so that they are the same
+//! whatever the partitions and the order in which they are added.
 //!
 //! It is exact whatever the partitions: a scan split into byte ranges may
 //! cut a person in two, so the first and the last person of each partition
-//! are not emitted by it but handed to a merger shared by the partitions
-//! ([`boundary`]), which the last partition to finish emits, each person
+//! are not added by it but handed to a merger shared by the partitions
+//! ([`boundary`]), which the last partition to finish adds, each person
 //! once with all its rows. A partition whose persons are out of order, or
 //! whose persons another partition also holds (beyond its first and last),
 //! fails the query rather than let a person count twice. The planner keeps
@@ -43,10 +45,12 @@ mod exec;
 mod node;
 pub mod planning;
 mod running;
+mod totals;
 
 pub use exec::BoundContributionsExec;
 pub use node::{
-    BoundContributions, Bounds, MOST_PARTIALS, Partial, partial_name, streams_by_person,
+    BoundContributions, Bounds, MOST_PARTIALS, PERSONS_KEPT, Partial, partial_name,
+    streams_by_person,
 };
 
 #[cfg(test)]
@@ -92,6 +96,7 @@ mod tests {
             Field::new("cell", DataType::Utf8, false),
             Field::new(partial_name(0), DataType::Int64, true),
             Field::new(partial_name(1), DataType::Int64, true),
+            Field::new(PERSONS_KEPT, DataType::Int64, false),
         ]))
     }
 
@@ -165,10 +170,11 @@ mod tests {
             let names = batch.column(0).as_string::<i32>();
             let counts = batch.column(1).as_primitive::<Int64Type>();
             let sums = batch.column(2).as_primitive::<Int64Type>();
+            let persons = batch.column(3).as_primitive::<Int64Type>();
             for i in 0..batch.num_rows() {
                 let cell: &mut (i64, i64, i64) =
                     cells.entry(names.value(i).to_string()).or_default();
-                cell.0 += 1;
+                cell.0 += persons.value(i);
                 cell.1 += counts.value(i);
                 cell.2 += if sums.is_valid(i) { sums.value(i) } else { 0 };
             }

@@ -78,9 +78,13 @@ pub struct Bounds {
 }
 
 /// The node: over an input of the cell's columns, the person's number
-/// (`UInt32`) and one argument per partial, each person's bounded partials
-/// in at most `max_groups_per_person` of its cells: the cell's columns,
-/// then `__seuil_partial_0`, `__seuil_partial_1`, ... (`Int64`).
+/// (`UInt32`) and one argument per partial, the totals per cell of each
+/// person's bounded partials in at most `max_groups_per_person` of its
+/// cells: the cell's columns, then `__seuil_partial_0`,
+/// `__seuil_partial_1`, ... (`Int64`, the sums of the persons' bounded
+/// partials, NULL where no person has a value), then [`PERSONS_KEPT`]
+/// (`Int64`, the persons who keep the cell). A cell may come in several
+/// rows (one per partition of the pass): its totals are their sums.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BoundContributions {
     input: LogicalPlan,
@@ -131,6 +135,10 @@ impl BoundContributions {
                 Arc::new(Field::new(partial_name(i), DataType::Int64, true)),
             )
         }));
+        columns.push((
+            None,
+            Arc::new(Field::new(PERSONS_KEPT, DataType::Int64, false)),
+        ));
         let schema = DFSchema::new_with_metadata(columns, Default::default())?;
         Ok(Self {
             input,
@@ -144,6 +152,10 @@ impl BoundContributions {
         &self.bounds
     }
 }
+
+/// The column of the node's output that counts the persons who keep the
+/// cell.
+pub const PERSONS_KEPT: &str = "__seuil_persons_kept";
 
 /// The name of partial `i` in the node's output.
 pub fn partial_name(i: usize) -> String {

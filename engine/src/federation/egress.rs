@@ -279,9 +279,9 @@ fn output_of(plan: &LogicalPlan, data: &DataCatalog) -> Result<Output, EngineErr
             let Some(node) = extension.node.as_any().downcast_ref::<BoundContributions>() else {
                 return Err(refused("a data node runs no extension node but seuil's"));
             };
-            // Like the aggregate per cell and person it stands for: the
-            // cell's columns, then partials that show what they sum (a
-            // count shows nothing); the person is not in its output.
+            // Like the aggregates it stands for: the cell's columns, then
+            // partials that show what they sum (a count shows nothing), then
+            // the count of persons; the person is not in its output.
             let bounds = node.bounds();
             let input = &inputs[0].columns;
             let mut columns = input[..bounds.groups].to_vec();
@@ -291,6 +291,7 @@ fn output_of(plan: &LogicalPlan, data: &DataCatalog) -> Result<Output, EngineErr
                     Partial::ClampedSum { .. } => input[bounds.groups + 1 + i].clone(),
                 });
             }
+            columns.push(Exposure::default());
             Output {
                 columns,
                 grouped: true,
