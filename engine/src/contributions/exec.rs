@@ -1,21 +1,19 @@
 //! [`BoundContributionsExec`]: the streaming pass of [`super`], one
 //! partition at a time.
 
+use std::any::Any;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, NullArray, UInt32Array, UInt64Array,
-};
-use datafusion::arrow::datatypes::{DataType, Field, SchemaRef, UInt32Type};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, NullArray, UInt32Array};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, UInt32Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{Row, RowConverter, Rows, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, exec_err, internal_err};
-use datafusion::config::ConfigOptions;
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::{ScalarFunctionArgs, ScalarUDF};
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -30,6 +28,7 @@ use super::boundary::{Boundary, PersonRecord, person_order};
 use super::node::{Bounds, Partial};
 use super::running::Running;
 use super::totals::CellTotals;
+use crate::functions::ContributionChoice;
 
 /// The physical node of [`super::BoundContributions`].
 pub struct BoundContributionsExec {
@@ -149,28 +148,30 @@ impl ExecutionPlan for BoundContributionsExec {
         let input_schema = self.input.schema();
         let groups = self.bounds.groups;
         let converter = RowConverter::new(cell_fields(&input_schema, groups))?;
-        // The hash's arguments: the person, then the cell, as the cells
-        // plan calls it.
-        let mut choice_fields = vec![Arc::clone(&input_schema.fields()[groups])];
-        choice_fields.extend(input_schema.fields()[..groups].iter().cloned());
+        let Some(choice) = (self.choice.inner().as_ref() as &dyn Any)
+            .downcast_ref::<ContributionChoice>()
+            .cloned()
+        else {
+            return internal_err!("bounded contributions without seuil's keyed hash");
+        };
         let fresh = self.bounds.partials.iter().map(Running::new).collect();
         let reader = PersonReader {
             bounds: self.bounds.clone(),
-            choice: Arc::clone(&self.choice),
-            choice_fields,
-            config: Arc::clone(context.session_config().options()),
+            choice,
             batch_size: context.session_config().batch_size().max(1),
             schema: Arc::clone(&self.schema),
             cells: PersonCells::new(&converter),
-            crowded: Crowded::new(&converter),
             totals: CellTotals::new(&converter, &self.bounds.partials),
             converter,
+            person_converter: RowConverter::new(vec![SortField::new(DataType::UInt32)])?,
             hasher: DefaultHashBuilder::default(),
             fresh,
             current: None,
+            current_encoded: Vec::new(),
             first: None,
             first_pending: true,
             boundary: Arc::clone(&self.boundary),
+            order: Vec::new(),
         };
         let batches = futures::stream::once(reader.run(input))
             .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
@@ -287,84 +288,36 @@ impl PersonCells {
     }
 }
 
-/// Persons with more cells than they keep, waiting for the keyed hash to
-/// choose theirs: the hash is computed for many persons at once.
-struct Crowded {
-    rows: Rows,
-    persons: Vec<Option<u32>>,
-    running: Vec<Running>,
-    /// (first row, rows) of each person.
-    spans: Vec<(usize, usize)>,
-}
-
-impl Crowded {
-    fn new(converter: &RowConverter) -> Self {
-        Self {
-            rows: converter.empty_rows(1024, 16 * 1024),
-            persons: Vec::new(),
-            running: Vec::new(),
-            spans: Vec::new(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.rows.num_rows()
-    }
-
-    fn push_person(&mut self, person: Option<u32>, cells: &PersonCells) {
-        let start = self.len();
-        for i in 0..cells.len() {
-            self.rows.push(cells.rows.row(i));
-        }
-        self.persons.resize(start + cells.len(), person);
-        self.running.extend_from_slice(&cells.running);
-        self.spans.push((start, cells.len()));
-    }
-
-    fn push_record(&mut self, record: &PersonRecord, converter: &RowConverter) {
-        let parser = converter.parser();
-        let start = self.len();
-        for (row, running) in &record.cells {
-            self.rows.push(parser.parse(row));
-            self.running.extend_from_slice(running);
-        }
-        self.persons
-            .resize(start + record.cells.len(), record.person);
-        self.spans.push((start, record.cells.len()));
-    }
-
-    fn clear(&mut self) {
-        self.rows.clear();
-        self.persons.clear();
-        self.running.clear();
-        self.spans.clear();
-    }
-}
-
 /// One partition's pass.
 struct PersonReader {
     bounds: Bounds,
-    choice: Arc<ScalarUDF>,
-    choice_fields: Vec<Arc<Field>>,
-    config: Arc<ConfigOptions>,
+    /// The keyed hash of a person and a cell.
+    choice: ContributionChoice,
     batch_size: usize,
     schema: SchemaRef,
+    /// The row format of the cells.
     converter: RowConverter,
+    /// The row format of the person's number, which the keyed hash reads
+    /// before the cell's.
+    person_converter: RowConverter,
     /// The hasher of cells' rows, for the person's cells and the totals.
     hasher: DefaultHashBuilder,
     /// The partials of a cell before any row.
     fresh: Vec<Running>,
     cells: PersonCells,
-    crowded: Crowded,
     totals: CellTotals,
     /// The person being read (`Some(None)`: the rows without a person).
     current: Option<Option<u32>>,
+    /// Its number in the row format.
+    current_encoded: Vec<u8>,
     /// The partition's first person, once finished: held for the merger,
     /// as another partition may hold the rest of its rows.
     first: Option<PersonRecord>,
     /// Whether the partition's first person is still being read.
     first_pending: bool,
     boundary: Arc<Boundary>,
+    /// The (keyed hash, cell) of a person with more cells than it keeps.
+    order: Vec<(u64, usize)>,
 }
 
 impl PersonReader {
@@ -393,6 +346,9 @@ impl PersonReader {
         let Some(persons) = batch.column(groups).as_primitive_opt::<UInt32Type>() else {
             return internal_err!("bounded contributions without a person number");
         };
+        let person_rows = self
+            .person_converter
+            .convert_columns(std::slice::from_ref(batch.column(groups)))?;
         let arguments = self
             .bounds
             .partials
@@ -417,7 +373,7 @@ impl PersonReader {
         for r in 0..batch.num_rows() {
             let person = persons.is_valid(r).then(|| persons.value(r));
             if self.current != Some(person) {
-                self.next_person(person)?;
+                self.next_person(person, person_rows.row(r).as_ref())?;
             }
             let cell = self.cells.cell(rows.row(r), &self.fresh, &self.hasher);
             let running = &mut self.cells.running[cell * partials..(cell + 1) * partials];
@@ -440,8 +396,9 @@ impl PersonReader {
         Ok(())
     }
 
-    /// Ends the current person, if any, and starts `person`.
-    fn next_person(&mut self, person: Option<u32>) -> Result<()> {
+    /// Ends the current person, if any, and starts `person`, `encoded` in
+    /// the row format.
+    fn next_person(&mut self, person: Option<u32>, encoded: &[u8]) -> Result<()> {
         if let Some(previous) = self.current {
             if person_order(person) < person_order(previous) {
                 return exec_err!("the rows of a bounded aggregate are not in person order");
@@ -450,27 +407,36 @@ impl PersonReader {
                 self.first = Some(self.cells.record(previous, self.partials()));
                 self.first_pending = false;
             } else {
-                self.add_person(previous)?;
+                self.add_person()?;
             }
             self.cells.clear();
         }
         self.current = Some(person);
+        self.current_encoded.clear();
+        self.current_encoded.extend_from_slice(encoded);
         Ok(())
     }
 
-    /// Adds the person just read to the totals, or, with more cells than
-    /// it keeps, to the persons whose cells the keyed hash chooses.
-    fn add_person(&mut self, person: Option<u32>) -> Result<()> {
+    /// Adds the person just read to the totals, in the cells it keeps.
+    fn add_person(&mut self) -> Result<()> {
+        let max_groups = self.max_groups();
+        let partials = self.partials();
         let cells = &self.cells;
-        if cells.len() > self.max_groups() {
-            self.crowded.push_person(person, cells);
-            if self.crowded.len() >= self.batch_size {
-                self.choose_crowded()?;
-            }
-            return Ok(());
+        let kept = cells.len().min(max_groups);
+        if cells.len() > max_groups {
+            choose(
+                &self.choice,
+                &self.current_encoded,
+                cells.len(),
+                max_groups,
+                |i| cells.rows.row(i),
+                &mut self.order,
+            );
+        } else {
+            self.order.clear();
+            self.order.extend((0..kept).map(|i| (0, i)));
         }
-        let partials = self.bounds.partials.len();
-        for i in 0..cells.len() {
+        for &(_, i) in &self.order {
             let running = &cells.running[i * partials..(i + 1) * partials];
             self.totals
                 .add(cells.rows.row(i), cells.hashes[i], running)?;
@@ -480,14 +446,30 @@ impl PersonReader {
 
     /// Adds a person merged at the partitions' edges, as [`Self::add_person`].
     fn add_record(&mut self, record: &PersonRecord) -> Result<()> {
-        if record.cells.len() > self.max_groups() {
-            self.crowded.push_record(record, &self.converter);
-            return Ok(());
-        }
+        let max_groups = self.max_groups();
         let parser = self.converter.parser();
-        for (row, running) in &record.cells {
-            let hash = self.hasher.hash_one(row.as_slice());
-            self.totals.add(parser.parse(row), hash, running)?;
+        let row_of = |i: usize| parser.parse(&record.cells[i].0);
+        if record.cells.len() > max_groups {
+            let person: ArrayRef = Arc::new(UInt32Array::from(vec![record.person]));
+            let encoded = self
+                .person_converter
+                .convert_columns(std::slice::from_ref(&person))?;
+            choose(
+                &self.choice,
+                encoded.row(0).as_ref(),
+                record.cells.len(),
+                max_groups,
+                row_of,
+                &mut self.order,
+            );
+        } else {
+            self.order.clear();
+            self.order.extend((0..record.cells.len()).map(|i| (0, i)));
+        }
+        for &(_, i) in &self.order {
+            let row = row_of(i);
+            let hash = self.hasher.hash_one(row.as_ref());
+            self.totals.add(row, hash, &record.cells[i].1)?;
         }
         Ok(())
     }
@@ -516,7 +498,6 @@ impl PersonReader {
                 self.add_record(person)?;
             }
         }
-        self.choose_crowded()?;
         self.totals.batches(
             &self.converter,
             &self.schema,
@@ -524,65 +505,31 @@ impl PersonReader {
             self.batch_size,
         )
     }
+}
 
-    /// Adds the crowded persons' first `max_groups_per_person` cells by the
-    /// keyed hash to the totals.
-    fn choose_crowded(&mut self) -> Result<()> {
-        let crowded = &self.crowded;
-        if crowded.len() == 0 {
-            return Ok(());
-        }
-        let max_groups = self.max_groups();
-        let partials = self.partials();
-        let mut arguments = vec![Arc::new(UInt32Array::from(crowded.persons.clone())) as ArrayRef];
-        let mut cells = self.converter.convert_rows(crowded.rows.iter())?;
-        // Without cell columns, the one cell's stand-in.
-        cells.truncate(self.bounds.groups);
-        arguments.extend(cells);
-        let hashes = self.choose(arguments)?;
-        for &(start, len) in &crowded.spans {
-            let mut order: Vec<usize> = (start..start + len).collect();
-            // Ties of the hash broken by the cell, so that the choice is the
-            // same on any partitions.
-            order.sort_unstable_by(|&a, &b| {
-                hashes
-                    .value(a)
-                    .cmp(&hashes.value(b))
-                    .then_with(|| crowded.rows.row(a).cmp(&crowded.rows.row(b)))
-            });
-            for &kept in &order[..max_groups] {
-                let row = crowded.rows.row(kept);
-                let hash = self.hasher.hash_one(row.as_ref());
-                let running = &crowded.running[kept * partials..(kept + 1) * partials];
-                self.totals.add(row, hash, running)?;
-            }
-        }
-        self.crowded.clear();
-        Ok(())
+/// Fills `order` with the `keep` cells (of `len`) that a person with
+/// more cells than it keeps counts in: those of the smallest keyed hashes
+/// of the person (`person`, in the row format) and the cell (`row_of`),
+/// ties broken by the cell, so that the choice is the same on any
+/// partitions.
+fn choose<'r>(
+    choice: &ContributionChoice,
+    person: &[u8],
+    len: usize,
+    keep: usize,
+    row_of: impl Fn(usize) -> Row<'r>,
+    order: &mut Vec<(u64, usize)>,
+) {
+    order.clear();
+    order.extend((0..len).map(|i| (choice.of_encoded(person, row_of(i).as_ref()), i)));
+    if keep == 0 || keep >= len {
+        order.truncate(keep);
+        return;
     }
-
-    /// The keyed hash of each (person, cell) of `arguments`.
-    fn choose(&self, arguments: Vec<ArrayRef>) -> Result<UInt64Array> {
-        let number_rows = arguments.first().map_or(0, |a| a.len());
-        let args = ScalarFunctionArgs {
-            args: arguments
-                .into_iter()
-                .map(datafusion::logical_expr::ColumnarValue::Array)
-                .collect(),
-            arg_fields: self.choice_fields.clone(),
-            number_rows,
-            return_field: Arc::new(Field::new("choice", DataType::UInt64, false)),
-            config_options: Arc::clone(&self.config),
-        };
-        let hashes = self
-            .choice
-            .invoke_with_args(args)?
-            .into_array(number_rows)?;
-        match hashes.as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>() {
-            Some(hashes) if hashes.len() == number_rows => Ok(hashes.clone()),
-            _ => internal_err!("the keyed hash gave no value per cell"),
-        }
-    }
+    order.select_nth_unstable_by(keep - 1, |a, b| {
+        a.0.cmp(&b.0).then_with(|| row_of(a.1).cmp(&row_of(b.1)))
+    });
+    order.truncate(keep);
 }
 
 /// A partial's argument column in a batch.

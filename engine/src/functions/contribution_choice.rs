@@ -19,7 +19,11 @@
 //!
 //! Values are encoded with Arrow's row format before hashing, which is
 //! injective for a given list of types: two different (person, cell) pairs
-//! never hash the same input.
+//! never hash the same input. The row format of several columns is their
+//! encodings one after the other, so a pass that already holds the
+//! person's and the cell's encodings hashes them as they are
+//! ([`ContributionChoice::of_encoded`]), with the same value as the
+//! function over the columns.
 
 use std::sync::Arc;
 
@@ -39,6 +43,7 @@ use std::hash::Hasher;
 pub const NAME: &str = "seuil_contribution_choice";
 
 /// The keyed hash of a person and a cell.
+#[derive(Clone)]
 pub struct ContributionChoice {
     signature: Signature,
     key: [u8; 32],
@@ -47,6 +52,15 @@ pub struct ContributionChoice {
 }
 
 impl ContributionChoice {
+    /// The hash of a (person, cell) from their Arrow row encodings, as the
+    /// function gives it over the person's column and the cell's columns.
+    pub fn of_encoded(&self, person: &[u8], cell: &[u8]) -> u64 {
+        let mut hasher = SipHasher24::new_with_key(&self.sip_key);
+        hasher.write(person);
+        hasher.write(cell);
+        hasher.finish()
+    }
+
     /// The function under `key`.
     pub fn new(key: [u8; 32]) -> Self {
         let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(&key)
@@ -114,9 +128,7 @@ impl ScalarUDFImpl for ContributionChoice {
         let encoded = converter.convert_columns(&arrays)?;
         let mut out = UInt64Builder::with_capacity(rows);
         for row in encoded.iter() {
-            let mut hasher = SipHasher24::new_with_key(&self.sip_key);
-            hasher.write(row.as_ref());
-            out.append_value(hasher.finish());
+            out.append_value(self.of_encoded(row.as_ref(), &[]));
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
@@ -170,6 +182,44 @@ mod tests {
         assert_ne!(a[0], a[2]);
         let b = choose([2; 32], &[7], &["75"]);
         assert_ne!(a[0], b[0], "another key gives another choice");
+    }
+
+    #[test]
+    fn the_hash_of_encodings_is_the_functions() {
+        let persons: ArrayRef = Arc::new(datafusion::arrow::array::UInt32Array::from(vec![
+            Some(7),
+            None,
+        ]));
+        let cells: ArrayRef = Arc::new(StringArray::from(vec!["75", "13"]));
+        let choice = ContributionChoice::new([4; 32]);
+        let args = ScalarFunctionArgs {
+            args: vec![
+                ColumnarValue::Array(Arc::clone(&persons)),
+                ColumnarValue::Array(Arc::clone(&cells)),
+            ],
+            arg_fields: vec![
+                Arc::new(Field::new("p", DataType::UInt32, true)),
+                Arc::new(Field::new("c", DataType::Utf8, false)),
+            ],
+            number_rows: 2,
+            return_field: Arc::new(Field::new("r", DataType::UInt64, false)),
+            config_options: Arc::new(ConfigOptions::default()),
+        };
+        let whole = choice.invoke_with_args(args).unwrap().to_array(2).unwrap();
+        let whole = whole.as_any().downcast_ref::<UInt64Array>().unwrap();
+        let encode = |array: &ArrayRef| {
+            RowConverter::new(vec![SortField::new(array.data_type().clone())])
+                .unwrap()
+                .convert_columns(std::slice::from_ref(array))
+                .unwrap()
+        };
+        let (persons, cells) = (encode(&persons), encode(&cells));
+        for i in 0..2 {
+            assert_eq!(
+                choice.of_encoded(persons.row(i).as_ref(), cells.row(i).as_ref()),
+                whole.value(i)
+            );
+        }
     }
 
     #[test]
