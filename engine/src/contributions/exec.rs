@@ -3,13 +3,12 @@
 
 use std::any::Any;
 use std::fmt;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, NullArray, UInt32Array};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, UInt32Type};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{Row, RowConverter, Rows, SortField};
+use datafusion::arrow::row::{Row, RowConverter, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, exec_err, internal_err};
 use datafusion::execution::TaskContext;
@@ -22,9 +21,9 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 use futures::{StreamExt, TryStreamExt};
-use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::boundary::{Boundary, PersonRecord, person_order};
+use super::cell_ids::CellIds;
 use super::node::{Bounds, Partial};
 use super::running::Running;
 use super::totals::CellTotals;
@@ -160,17 +159,17 @@ impl ExecutionPlan for BoundContributionsExec {
             choice,
             batch_size: context.session_config().batch_size().max(1),
             schema: Arc::clone(&self.schema),
-            cells: PersonCells::new(&converter),
-            totals: CellTotals::new(&converter, &self.bounds.partials),
-            converter,
+            cells: PersonCells::new(),
+            totals: CellTotals::new(&self.bounds.partials),
+            ids: CellIds::new(&input_schema, groups, converter)?,
             person_converter: RowConverter::new(vec![SortField::new(DataType::UInt32)])?,
-            hasher: DefaultHashBuilder::default(),
             fresh,
             current: None,
             current_encoded: Vec::new(),
             first: None,
             first_pending: true,
             boundary: Arc::clone(&self.boundary),
+            row_cells: Vec::new(),
             order: Vec::new(),
         };
         let batches = futures::stream::once(reader.run(input))
@@ -204,69 +203,71 @@ fn cell_columns(batch: &RecordBatch, groups: usize) -> Vec<ArrayRef> {
     batch.columns()[..groups].to_vec()
 }
 
-/// The cells of the person being read: each cell once, in the Arrow row
-/// format, with its running partials.
+/// The cells of the person being read, by number ([`CellIds`]), each once
+/// with its running partials.
 struct PersonCells {
-    rows: Rows,
-    hashes: Vec<u64>,
-    /// Positions in `rows`, by hash.
-    table: HashTable<usize>,
+    /// The person's cells, in the order of their first rows.
+    cells: Vec<usize>,
     /// `partials` states per cell, cell after cell.
     running: Vec<Running>,
-    /// The cell of the previous row: a person's consecutive rows are often
-    /// in one cell.
-    last: Option<usize>,
+    /// By cell number: its place in `cells`, valid where `stamps` holds
+    /// the current person's stamp.
+    places: Vec<usize>,
+    stamps: Vec<u64>,
+    /// The current person's stamp: one more for each person, so that
+    /// starting a person clears nothing.
+    stamp: u64,
 }
 
 impl PersonCells {
-    fn new(converter: &RowConverter) -> Self {
+    fn new() -> Self {
         Self {
-            rows: converter.empty_rows(64, 1024),
-            hashes: Vec::new(),
-            table: HashTable::new(),
+            cells: Vec::new(),
             running: Vec::new(),
-            last: None,
+            places: Vec::new(),
+            stamps: Vec::new(),
+            stamp: 1,
         }
     }
 
     fn len(&self) -> usize {
-        self.rows.num_rows()
+        self.cells.len()
     }
 
-    /// The position of `row`'s cell, added with `fresh` states if new.
-    fn cell(&mut self, row: Row<'_>, fresh: &[Running], hasher: &DefaultHashBuilder) -> usize {
-        if let Some(last) = self.last
-            && self.rows.row(last) == row
-        {
-            return last;
+    /// Room for cells numbered below `cells`.
+    fn grow(&mut self, cells: usize) {
+        if cells > self.stamps.len() {
+            self.places.resize(cells, 0);
+            self.stamps.resize(cells, 0);
         }
-        let hash = hasher.hash_one(row.as_ref());
-        let rows = &self.rows;
-        let position = match self.table.find(hash, |&i| rows.row(i) == row) {
-            Some(&i) => i,
-            None => {
-                let i = self.rows.num_rows();
-                self.rows.push(row);
-                self.hashes.push(hash);
-                let hashes = &self.hashes;
-                self.table.insert_unique(hash, i, |&j| hashes[j]);
-                self.running.extend_from_slice(fresh);
-                i
-            }
-        };
-        self.last = Some(position);
-        position
     }
 
-    /// The person's cells as a record that outlives this reader's rows.
-    fn record(&self, person: Option<u32>, partials: usize) -> PersonRecord {
+    /// The place of cell `cell` among the person's, added with `fresh`
+    /// states if new.
+    fn place(&mut self, cell: usize, fresh: &[Running]) -> usize {
+        if self.stamps[cell] == self.stamp {
+            return self.places[cell];
+        }
+        let place = self.cells.len();
+        self.stamps[cell] = self.stamp;
+        self.places[cell] = place;
+        self.cells.push(cell);
+        self.running.extend_from_slice(fresh);
+        place
+    }
+
+    /// The person's cells as a record that another partition can read.
+    fn record(&self, person: Option<u32>, partials: usize, ids: &CellIds) -> PersonRecord {
         PersonRecord {
             person,
-            cells: (0..self.len())
-                .map(|i| {
+            cells: self
+                .cells
+                .iter()
+                .enumerate()
+                .map(|(place, &cell)| {
                     (
-                        self.rows.row(i).as_ref().to_vec(),
-                        self.running[i * partials..(i + 1) * partials].to_vec(),
+                        ids.row(cell).as_ref().to_vec(),
+                        self.running[place * partials..(place + 1) * partials].to_vec(),
                     )
                 })
                 .collect(),
@@ -274,17 +275,9 @@ impl PersonCells {
     }
 
     fn clear(&mut self) {
-        self.rows.clear();
-        self.hashes.clear();
-        // A person with many cells grew the table: a fresh one, rather than
-        // clearing all its buckets for every person after.
-        if self.table.capacity() > 1024 {
-            self.table = HashTable::new();
-        } else {
-            self.table.clear();
-        }
+        self.cells.clear();
         self.running.clear();
-        self.last = None;
+        self.stamp += 1;
     }
 }
 
@@ -295,13 +288,11 @@ struct PersonReader {
     choice: ContributionChoice,
     batch_size: usize,
     schema: SchemaRef,
-    /// The row format of the cells.
-    converter: RowConverter,
+    /// The partition's cells, numbered.
+    ids: CellIds,
     /// The row format of the person's number, which the keyed hash reads
     /// before the cell's.
     person_converter: RowConverter,
-    /// The hasher of cells' rows, for the person's cells and the totals.
-    hasher: DefaultHashBuilder,
     /// The partials of a cell before any row.
     fresh: Vec<Running>,
     cells: PersonCells,
@@ -316,7 +307,9 @@ struct PersonReader {
     /// Whether the partition's first person is still being read.
     first_pending: bool,
     boundary: Arc<Boundary>,
-    /// The (keyed hash, cell) of a person with more cells than it keeps.
+    /// Each row's cell number, for the batch being read.
+    row_cells: Vec<usize>,
+    /// The (keyed hash, place) of the cells a person keeps.
     order: Vec<(u64, usize)>,
 }
 
@@ -340,9 +333,9 @@ impl PersonReader {
     /// Adds a batch's rows to their persons' cells.
     fn absorb(&mut self, batch: &RecordBatch) -> Result<()> {
         let groups = self.bounds.groups;
-        let rows = self
-            .converter
-            .convert_columns(&cell_columns(batch, groups))?;
+        self.ids
+            .intern(&cell_columns(batch, groups), &mut self.row_cells)?;
+        self.cells.grow(self.ids.len());
         let Some(persons) = batch.column(groups).as_primitive_opt::<UInt32Type>() else {
             return internal_err!("bounded contributions without a person number");
         };
@@ -375,8 +368,8 @@ impl PersonReader {
             if self.current != Some(person) {
                 self.next_person(person, person_rows.row(r).as_ref())?;
             }
-            let cell = self.cells.cell(rows.row(r), &self.fresh, &self.hasher);
-            let running = &mut self.cells.running[cell * partials..(cell + 1) * partials];
+            let place = self.cells.place(self.row_cells[r], &self.fresh);
+            let running = &mut self.cells.running[place * partials..(place + 1) * partials];
             for (argument, state) in arguments.iter().zip(running) {
                 match (argument, state) {
                     (Argument::Present(values), Running::Count(n)) => {
@@ -404,7 +397,7 @@ impl PersonReader {
                 return exec_err!("the rows of a bounded aggregate are not in person order");
             }
             if self.first_pending {
-                self.first = Some(self.cells.record(previous, self.partials()));
+                self.first = Some(self.cells.record(previous, self.partials(), &self.ids));
                 self.first_pending = false;
             } else {
                 self.add_person()?;
@@ -422,24 +415,25 @@ impl PersonReader {
         let max_groups = self.max_groups();
         let partials = self.partials();
         let cells = &self.cells;
-        let kept = cells.len().min(max_groups);
+        let ids = &self.ids;
         if cells.len() > max_groups {
             choose(
                 &self.choice,
                 &self.current_encoded,
                 cells.len(),
                 max_groups,
-                |i| cells.rows.row(i),
+                |place| ids.row(cells.cells[place]),
                 &mut self.order,
             );
+            for &(_, place) in &self.order {
+                let running = &cells.running[place * partials..(place + 1) * partials];
+                self.totals.add(cells.cells[place], running)?;
+            }
         } else {
-            self.order.clear();
-            self.order.extend((0..kept).map(|i| (0, i)));
-        }
-        for &(_, i) in &self.order {
-            let running = &cells.running[i * partials..(i + 1) * partials];
-            self.totals
-                .add(cells.rows.row(i), cells.hashes[i], running)?;
+            for (place, &cell) in cells.cells.iter().enumerate() {
+                let running = &cells.running[place * partials..(place + 1) * partials];
+                self.totals.add(cell, running)?;
+            }
         }
         Ok(())
     }
@@ -447,8 +441,13 @@ impl PersonReader {
     /// Adds a person merged at the partitions' edges, as [`Self::add_person`].
     fn add_record(&mut self, record: &PersonRecord) -> Result<()> {
         let max_groups = self.max_groups();
-        let parser = self.converter.parser();
-        let row_of = |i: usize| parser.parse(&record.cells[i].0);
+        let parser = self.ids.converter().parser();
+        let rows: Vec<Row<'_>> = record
+            .cells
+            .iter()
+            .map(|(row, _)| parser.parse(row))
+            .collect();
+        self.order.clear();
         if record.cells.len() > max_groups {
             let person: ArrayRef = Arc::new(UInt32Array::from(vec![record.person]));
             let encoded = self
@@ -457,19 +456,21 @@ impl PersonReader {
             choose(
                 &self.choice,
                 encoded.row(0).as_ref(),
-                record.cells.len(),
+                rows.len(),
                 max_groups,
-                row_of,
+                |i| rows[i],
                 &mut self.order,
             );
         } else {
-            self.order.clear();
-            self.order.extend((0..record.cells.len()).map(|i| (0, i)));
+            self.order.extend((0..rows.len()).map(|i| (0, i)));
         }
-        for &(_, i) in &self.order {
-            let row = row_of(i);
-            let hash = self.hasher.hash_one(row.as_ref());
-            self.totals.add(row, hash, &record.cells[i].1)?;
+        let kept: Vec<usize> = self.order.iter().map(|&(_, i)| i).collect();
+        let mut numbers = Vec::new();
+        self.ids
+            .intern_rows(kept.iter().map(|&i| rows[i]), &mut numbers)?;
+        self.cells.grow(self.ids.len());
+        for (&i, &cell) in kept.iter().zip(&numbers) {
+            self.totals.add(cell, &record.cells[i].1)?;
         }
         Ok(())
     }
@@ -481,7 +482,7 @@ impl PersonReader {
         let mut edges = Vec::new();
         let mut range = None;
         if let Some(last) = self.current.take() {
-            let last = self.cells.record(last, self.partials());
+            let last = self.cells.record(last, self.partials(), &self.ids);
             self.cells.clear();
             let first = self.first.take().unwrap_or_else(|| PersonRecord {
                 person: last.person,
@@ -498,12 +499,8 @@ impl PersonReader {
                 self.add_record(person)?;
             }
         }
-        self.totals.batches(
-            &self.converter,
-            &self.schema,
-            self.bounds.groups,
-            self.batch_size,
-        )
+        let cells = self.ids.emit()?;
+        self.totals.batches(cells, &self.schema, self.batch_size)
     }
 }
 

@@ -41,6 +41,7 @@
 //! travels.
 
 mod boundary;
+mod cell_ids;
 mod exec;
 mod node;
 pub mod planning;

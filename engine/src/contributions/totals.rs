@@ -4,26 +4,18 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{Row, RowConverter, Rows};
 use datafusion::common::{Result, exec_err};
-use hashbrown::HashTable;
 
 use super::node::Partial;
 use super::running::Running;
 
-/// The cells a partition has seen, each with the sums of its persons'
-/// bounded partials and the number of persons who keep it.
+/// By cell number ([`super::cell_ids`]): the sums of its persons' bounded
+/// partials and the number of persons who keep it.
 pub(super) struct CellTotals {
-    /// Each cell once, in the Arrow row format.
-    rows: Rows,
-    /// The hash of each cell's row, under the pass's hasher.
-    hashes: Vec<u64>,
-    /// Positions in `rows`, by hash.
-    table: HashTable<usize>,
     persons: Vec<i64>,
     /// Sums per cell, `partials` after `partials`.
     sums: Vec<i64>,
@@ -33,11 +25,8 @@ pub(super) struct CellTotals {
 }
 
 impl CellTotals {
-    pub(super) fn new(converter: &RowConverter, partials: &[Partial]) -> Self {
+    pub(super) fn new(partials: &[Partial]) -> Self {
         Self {
-            rows: converter.empty_rows(64, 1024),
-            hashes: Vec::new(),
-            table: HashTable::new(),
             persons: Vec::new(),
             sums: Vec::new(),
             present: Vec::new(),
@@ -45,25 +34,20 @@ impl CellTotals {
         }
     }
 
-    /// Adds one person's `running` partials in the cell `row` (of hash
-    /// `hash`), bounded.
-    pub(super) fn add(&mut self, row: Row<'_>, hash: u64, running: &[Running]) -> Result<()> {
+    /// Room for cells numbered below `cells`.
+    pub(super) fn grow(&mut self, cells: usize) {
+        if cells > self.persons.len() {
+            let width = self.partials.len();
+            self.persons.resize(cells, 0);
+            self.sums.resize(cells * width, 0);
+            self.present.resize(cells * width, false);
+        }
+    }
+
+    /// Adds one person's `running` partials in cell `cell`, bounded.
+    pub(super) fn add(&mut self, cell: usize, running: &[Running]) -> Result<()> {
+        self.grow(cell + 1);
         let width = self.partials.len();
-        let rows = &self.rows;
-        let cell = match self.table.find(hash, |&i| rows.row(i) == row) {
-            Some(&i) => i,
-            None => {
-                let i = self.rows.num_rows();
-                self.rows.push(row);
-                self.hashes.push(hash);
-                let hashes = &self.hashes;
-                self.table.insert_unique(hash, i, |&j| hashes[j]);
-                self.persons.push(0);
-                self.sums.resize(self.sums.len() + width, 0);
-                self.present.resize(self.present.len() + width, false);
-                i
-            }
-        };
         self.persons[cell] += 1;
         for (j, (partial, state)) in self.partials.iter().zip(running).enumerate() {
             let Some(value) = state.bounded(partial) else {
@@ -81,24 +65,28 @@ impl CellTotals {
         Ok(())
     }
 
-    /// The totals as batches of at most `batch_size` rows, in `schema`:
-    /// the cell's columns (`groups` of them), the sums, the persons.
+    /// The totals of the cells some person keeps, as batches of at most
+    /// `batch_size` rows in `schema`: the cells' columns (`cells`, by
+    /// number), the sums, the persons.
     pub(super) fn batches(
         &self,
-        converter: &RowConverter,
+        cells: Vec<ArrayRef>,
         schema: &SchemaRef,
-        groups: usize,
         batch_size: usize,
     ) -> Result<Vec<RecordBatch>> {
-        let cells = self.rows.num_rows();
-        if cells == 0 {
+        let kept: Vec<u32> = (0..self.persons.len())
+            .filter(|&i| self.persons[i] > 0)
+            .map(|i| i as u32)
+            .collect();
+        if kept.is_empty() {
             return Ok(Vec::new());
         }
-        let mut columns = converter.convert_rows(self.rows.iter())?;
-        // Without cell columns, the one cell's stand-in.
-        columns.truncate(groups);
-        // The row format gives a dictionary's values back plain: the
-        // columns as the schema has them.
+        let indices = UInt32Array::from(kept.clone());
+        let mut columns = cells
+            .iter()
+            .map(|column| take(column.as_ref(), &indices, None))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        // The columns as the schema has them.
         for (column, field) in columns.iter_mut().zip(schema.fields()) {
             if column.data_type() != field.data_type() {
                 *column = cast(column, field.data_type())?;
@@ -106,17 +94,23 @@ impl CellTotals {
         }
         let width = self.partials.len();
         for j in 0..width {
-            let sums: Int64Array = (0..cells)
-                .map(|i| self.present[i * width + j].then(|| self.sums[i * width + j]))
+            let sums: Int64Array = kept
+                .iter()
+                .map(|&i| {
+                    let at = i as usize * width + j;
+                    self.present[at].then(|| self.sums[at])
+                })
                 .collect();
             columns.push(Arc::new(sums) as ArrayRef);
         }
-        columns.push(Arc::new(Int64Array::from(self.persons.clone())));
+        let persons: Int64Array = kept.iter().map(|&i| self.persons[i as usize]).collect();
+        columns.push(Arc::new(persons));
         let batch = RecordBatch::try_new(Arc::clone(schema), columns)?;
+        let rows = batch.num_rows();
         let size = batch_size.max(1);
-        Ok((0..cells)
+        Ok((0..rows)
             .step_by(size)
-            .map(|at| batch.slice(at, size.min(cells - at)))
+            .map(|at| batch.slice(at, size.min(rows - at)))
             .collect())
     }
 }
