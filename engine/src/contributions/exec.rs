@@ -517,16 +517,25 @@ fn choose<'r>(
     row_of: impl Fn(usize) -> Row<'r>,
     order: &mut Vec<(u64, usize)>,
 ) {
+    // The first `keep` in order, kept sorted: `keep` is a handful, so
+    // inserting into a short list costs less than sorting all the cells.
+    let before =
+        |a: &(u64, usize), b: &(u64, usize)| a.0 < b.0 || (a.0 == b.0 && row_of(a.1) < row_of(b.1));
     order.clear();
-    order.extend((0..len).map(|i| (choice.of_encoded(person, row_of(i).as_ref()), i)));
-    if keep == 0 || keep >= len {
-        order.truncate(keep);
+    if keep == 0 {
         return;
     }
-    order.select_nth_unstable_by(keep - 1, |a, b| {
-        a.0.cmp(&b.0).then_with(|| row_of(a.1).cmp(&row_of(b.1)))
-    });
-    order.truncate(keep);
+    for i in 0..len {
+        let entry = (choice.of_encoded(person, row_of(i).as_ref()), i);
+        if order.len() == keep {
+            if !before(&entry, &order[keep - 1]) {
+                continue;
+            }
+            order.pop();
+        }
+        let at = order.partition_point(|kept| before(kept, &entry));
+        order.insert(at, entry);
+    }
 }
 
 /// A partial's argument column in a batch.
