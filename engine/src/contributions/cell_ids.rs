@@ -10,7 +10,7 @@ use datafusion::arrow::array::{ArrayRef, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::row::{Row, RowConverter, Rows};
-use datafusion::common::Result;
+use datafusion::common::{Result, internal_err};
 use datafusion::logical_expr::EmitTo;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
@@ -72,23 +72,30 @@ impl CellIds {
     pub(super) fn intern(&mut self, columns: &[ArrayRef], ids: &mut Vec<usize>) -> Result<()> {
         let known = self.len();
         let rows = columns.first().map_or(0, |c| c.len());
-        match &mut self.values {
-            Some(values) => values.intern(columns, ids)?,
+        let numbered = match &mut self.values {
+            Some(values) => {
+                values.intern(columns, ids)?;
+                values.len()
+            }
             None => {
                 ids.clear();
                 ids.resize(rows, 0);
+                known.max(usize::from(rows > 0))
             }
-        }
-        // New cells are numbered in the order of their first rows: encode
-        // those rows only.
-        let mut first_rows = Vec::new();
-        let mut next = known;
+        };
+        // Encode the first row of each new cell only. Group values number
+        // new cells in no promised order (a vectorised table numbers the
+        // rows whose hashes collide last), so each new number finds its
+        // first row.
+        let mut firsts: Vec<Option<u32>> = vec![None; numbered.saturating_sub(known)];
         for (row, &id) in ids.iter().enumerate() {
-            if id == next {
-                first_rows.push(row as u32);
-                next += 1;
+            if let Some(first @ None) = id.checked_sub(known).and_then(|i| firsts.get_mut(i)) {
+                *first = Some(row as u32);
             }
         }
+        let Some(first_rows) = firsts.into_iter().collect::<Option<Vec<u32>>>() else {
+            return internal_err!("a cell was numbered without a row");
+        };
         if !first_rows.is_empty() {
             let indices = UInt32Array::from(first_rows);
             let taken = columns
@@ -123,5 +130,61 @@ impl CellIds {
             Some(values) => values.emit(EmitTo::All),
             None => Ok(Vec::new()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Array, Int32Array, StringArray};
+    use datafusion::arrow::datatypes::Field;
+    use datafusion::arrow::row::SortField;
+
+    use super::*;
+
+    #[test]
+    fn each_number_keeps_its_cells_encoding() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Int32, false),
+        ]));
+        let converter = || {
+            RowConverter::new(vec![
+                SortField::new(DataType::Utf8),
+                SortField::new(DataType::Int32),
+            ])
+            .unwrap()
+        };
+        let mut ids = CellIds::new(&schema, 2, converter()).unwrap();
+        let converter = converter();
+        let mut numbers = Vec::new();
+        for batch in 0..20u32 {
+            // Cells seen again and new ones, NULLs among them.
+            let a: StringArray = (0..500u32)
+                .map(|i| (i % 13 != 0).then(|| format!("c{}", (i * 7 + batch * 31) % 997)))
+                .collect();
+            let b = Int32Array::from_iter_values((0..500).map(|i| i % 5));
+            let columns: Vec<ArrayRef> = vec![Arc::new(a), Arc::new(b)];
+            ids.intern(&columns, &mut numbers).unwrap();
+            let encoded = converter.convert_columns(&columns).unwrap();
+            for (row, &id) in numbers.iter().enumerate() {
+                assert_eq!(ids.row(id), encoded.row(row), "batch {batch}, row {row}");
+            }
+        }
+        let emitted = ids.emit().unwrap();
+        assert_eq!(emitted[0].len(), ids.len());
+    }
+
+    #[test]
+    fn without_groups_every_row_is_cell_zero() {
+        let schema = Arc::new(Schema::new(vec![Field::new("p", DataType::UInt32, true)]));
+        let converter = RowConverter::new(vec![SortField::new(DataType::Null)]).unwrap();
+        let mut ids = CellIds::new(&schema, 0, converter).unwrap();
+        let mut numbers = Vec::new();
+        let empty: ArrayRef = Arc::new(datafusion::arrow::array::NullArray::new(0));
+        ids.intern(&[empty], &mut numbers).unwrap();
+        assert_eq!(ids.len(), 0);
+        let three: ArrayRef = Arc::new(datafusion::arrow::array::NullArray::new(3));
+        ids.intern(&[three], &mut numbers).unwrap();
+        assert_eq!((ids.len(), numbers), (1, vec![0, 0, 0]));
     }
 }
