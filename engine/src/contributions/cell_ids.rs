@@ -6,14 +6,28 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, UInt32Array};
+use datafusion::arrow::array::{ArrayRef, NullArray, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
-use datafusion::arrow::row::{Row, RowConverter, Rows};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{Row, RowConverter, Rows, SortField};
 use datafusion::common::{Result, internal_err};
 use datafusion::logical_expr::EmitTo;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
+
+/// The row format of the cells: their columns, or, for an aggregate
+/// without groups (one cell), a column of NULLs that stands for it, as the
+/// row format needs a column to count rows.
+fn cell_fields(schema: &SchemaRef, groups: usize) -> Vec<SortField> {
+    if groups == 0 {
+        return vec![SortField::new(DataType::Null)];
+    }
+    schema.fields()[..groups]
+        .iter()
+        .map(|f| SortField::new(f.data_type().clone()))
+        .collect()
+}
 
 /// The numbered cells of a partition.
 pub(super) struct CellIds {
@@ -29,9 +43,9 @@ pub(super) struct CellIds {
 }
 
 impl CellIds {
-    /// The cells of `groups` columns (the first of `schema`), in the row
-    /// format of `converter`.
-    pub(super) fn new(schema: &SchemaRef, groups: usize, converter: RowConverter) -> Result<Self> {
+    /// The cells of `groups` columns, the first of `schema`.
+    pub(super) fn new(schema: &SchemaRef, groups: usize) -> Result<Self> {
+        let converter = RowConverter::new(cell_fields(schema, groups))?;
         let values = if groups == 0 {
             None
         } else {
@@ -67,9 +81,20 @@ impl CellIds {
         &self.converter
     }
 
+    /// The number of each row's cell in `batch`, whose first `groups`
+    /// columns are the cell's, numbering new cells.
+    pub(super) fn intern_batch(&mut self, batch: &RecordBatch, ids: &mut Vec<usize>) -> Result<()> {
+        let columns = if self.values.is_none() {
+            vec![Arc::new(NullArray::new(batch.num_rows())) as ArrayRef]
+        } else {
+            batch.columns()[..self.types.len()].to_vec()
+        };
+        self.intern(&columns, ids)
+    }
+
     /// The number of each row's cell, of the cell columns `columns` (the
     /// stand-in column without groups), numbering new cells.
-    pub(super) fn intern(&mut self, columns: &[ArrayRef], ids: &mut Vec<usize>) -> Result<()> {
+    fn intern(&mut self, columns: &[ArrayRef], ids: &mut Vec<usize>) -> Result<()> {
         let known = self.len();
         let rows = columns.first().map_or(0, |c| c.len());
         let numbered = match &mut self.values {
@@ -137,7 +162,6 @@ impl CellIds {
 mod tests {
     use datafusion::arrow::array::{Array, Int32Array, StringArray};
     use datafusion::arrow::datatypes::Field;
-    use datafusion::arrow::row::SortField;
 
     use super::*;
 
@@ -147,15 +171,12 @@ mod tests {
             Field::new("a", DataType::Utf8, true),
             Field::new("b", DataType::Int32, false),
         ]));
-        let converter = || {
-            RowConverter::new(vec![
-                SortField::new(DataType::Utf8),
-                SortField::new(DataType::Int32),
-            ])
-            .unwrap()
-        };
-        let mut ids = CellIds::new(&schema, 2, converter()).unwrap();
-        let converter = converter();
+        let mut ids = CellIds::new(&schema, 2).unwrap();
+        let converter = RowConverter::new(vec![
+            SortField::new(DataType::Utf8),
+            SortField::new(DataType::Int32),
+        ])
+        .unwrap();
         let mut numbers = Vec::new();
         for batch in 0..20u32 {
             // Cells seen again and new ones, NULLs among them.
@@ -164,7 +185,8 @@ mod tests {
                 .collect();
             let b = Int32Array::from_iter_values((0..500).map(|i| i % 5));
             let columns: Vec<ArrayRef> = vec![Arc::new(a), Arc::new(b)];
-            ids.intern(&columns, &mut numbers).unwrap();
+            let rows = RecordBatch::try_new(Arc::clone(&schema), columns.clone()).unwrap();
+            ids.intern_batch(&rows, &mut numbers).unwrap();
             let encoded = converter.convert_columns(&columns).unwrap();
             for (row, &id) in numbers.iter().enumerate() {
                 assert_eq!(ids.row(id), encoded.row(row), "batch {batch}, row {row}");
@@ -177,14 +199,15 @@ mod tests {
     #[test]
     fn without_groups_every_row_is_cell_zero() {
         let schema = Arc::new(Schema::new(vec![Field::new("p", DataType::UInt32, true)]));
-        let converter = RowConverter::new(vec![SortField::new(DataType::Null)]).unwrap();
-        let mut ids = CellIds::new(&schema, 0, converter).unwrap();
+        let mut ids = CellIds::new(&schema, 0).unwrap();
         let mut numbers = Vec::new();
-        let empty: ArrayRef = Arc::new(datafusion::arrow::array::NullArray::new(0));
-        ids.intern(&[empty], &mut numbers).unwrap();
+        let persons = |n: u32| {
+            let column: ArrayRef = Arc::new(UInt32Array::from_iter_values(0..n));
+            RecordBatch::try_new(Arc::clone(&schema), vec![column]).unwrap()
+        };
+        ids.intern_batch(&persons(0), &mut numbers).unwrap();
         assert_eq!(ids.len(), 0);
-        let three: ArrayRef = Arc::new(datafusion::arrow::array::NullArray::new(3));
-        ids.intern(&[three], &mut numbers).unwrap();
+        ids.intern_batch(&persons(3), &mut numbers).unwrap();
         assert_eq!((ids.len(), numbers), (1, vec![0, 0, 0]));
     }
 }

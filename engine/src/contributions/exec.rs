@@ -1,18 +1,16 @@
 //! [`BoundContributionsExec`]: the streaming pass of [`super`], one
 //! partition at a time.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, NullArray, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, UInt32Array};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, UInt32Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{Row, RowConverter, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, exec_err, internal_err};
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -34,7 +32,7 @@ pub struct BoundContributionsExec {
     input: Arc<dyn ExecutionPlan>,
     bounds: Bounds,
     /// The keyed hash of the person and the cell, as the session holds it.
-    choice: Arc<ScalarUDF>,
+    choice: ContributionChoice,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     /// The persons at the edges of the partitions, for this execution.
@@ -54,7 +52,7 @@ impl BoundContributionsExec {
     pub fn new(
         input: Arc<dyn ExecutionPlan>,
         bounds: Bounds,
-        choice: Arc<ScalarUDF>,
+        choice: ContributionChoice,
         schema: SchemaRef,
     ) -> Self {
         let partitions = input.output_partitioning().partition_count();
@@ -131,7 +129,7 @@ impl ExecutionPlan for BoundContributionsExec {
             (Some(input), true) => Ok(Arc::new(Self::new(
                 input,
                 self.bounds.clone(),
-                Arc::clone(&self.choice),
+                self.choice.clone(),
                 Arc::clone(&self.schema),
             ))),
             _ => internal_err!("BoundContributionsExec takes one input"),
@@ -146,22 +144,15 @@ impl ExecutionPlan for BoundContributionsExec {
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let input_schema = self.input.schema();
         let groups = self.bounds.groups;
-        let converter = RowConverter::new(cell_fields(&input_schema, groups))?;
-        let Some(choice) = (self.choice.inner().as_ref() as &dyn Any)
-            .downcast_ref::<ContributionChoice>()
-            .cloned()
-        else {
-            return internal_err!("bounded contributions without seuil's keyed hash");
-        };
         let fresh = self.bounds.partials.iter().map(Running::new).collect();
         let reader = PersonReader {
             bounds: self.bounds.clone(),
-            choice,
+            choice: self.choice.clone(),
             batch_size: context.session_config().batch_size().max(1),
             schema: Arc::clone(&self.schema),
             cells: PersonCells::new(),
             totals: CellTotals::new(&self.bounds.partials),
-            ids: CellIds::new(&input_schema, groups, converter)?,
+            ids: CellIds::new(&input_schema, groups)?,
             person_converter: RowConverter::new(vec![SortField::new(DataType::UInt32)])?,
             fresh,
             current: None,
@@ -180,27 +171,6 @@ impl ExecutionPlan for BoundContributionsExec {
             batches,
         )))
     }
-}
-
-/// The row format of the cells: their columns, or, for an aggregate
-/// without groups (one cell), a column of NULLs that stands for it, as the
-/// row format needs a column to count rows.
-fn cell_fields(input: &SchemaRef, groups: usize) -> Vec<SortField> {
-    if groups == 0 {
-        return vec![SortField::new(DataType::Null)];
-    }
-    input.fields()[..groups]
-        .iter()
-        .map(|f| SortField::new(f.data_type().clone()))
-        .collect()
-}
-
-/// The columns of `batch` that [`cell_fields`] describes.
-fn cell_columns(batch: &RecordBatch, groups: usize) -> Vec<ArrayRef> {
-    if groups == 0 {
-        return vec![Arc::new(NullArray::new(batch.num_rows()))];
-    }
-    batch.columns()[..groups].to_vec()
 }
 
 /// The cells of the person being read, by number ([`CellIds`]), each once
@@ -333,8 +303,7 @@ impl PersonReader {
     /// Adds a batch's rows to their persons' cells.
     fn absorb(&mut self, batch: &RecordBatch) -> Result<()> {
         let groups = self.bounds.groups;
-        self.ids
-            .intern(&cell_columns(batch, groups), &mut self.row_cells)?;
+        self.ids.intern_batch(batch, &mut self.row_cells)?;
         self.cells.grow(self.ids.len());
         let Some(persons) = batch.column(groups).as_primitive_opt::<UInt32Type>() else {
             return internal_err!("bounded contributions without a person number");

@@ -64,7 +64,7 @@ mod tests {
     use datafusion::arrow::record_batch::RecordBatch;
     use datafusion::common::Result;
     use datafusion::datasource::memory::MemorySourceConfig;
-    use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF};
+    use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl};
     use datafusion::physical_plan::{ExecutionPlan, collect};
     use datafusion::prelude::SessionContext;
     use rand::rngs::StdRng;
@@ -116,8 +116,8 @@ mod tests {
         }
     }
 
-    fn choice() -> Arc<ScalarUDF> {
-        Arc::new(ScalarUDF::from(ContributionChoice::new([9; 32])))
+    fn choice() -> ContributionChoice {
+        ContributionChoice::new([9; 32])
     }
 
     /// Persons 1..=persons in order, each with rows in a few of 8 cells.

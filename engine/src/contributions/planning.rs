@@ -3,6 +3,7 @@
 //! query planner that knows it, and [`PersonOrderRule`], which keeps the
 //! rows below it person by person.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -24,7 +25,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 
 use super::exec::BoundContributionsExec;
 use super::node::BoundContributions;
-use crate::functions::contribution_choice;
+use crate::functions::{ContributionChoice, contribution_choice};
 
 /// Plans [`BoundContributions`] nodes.
 #[derive(Debug, Default)]
@@ -48,13 +49,19 @@ impl ExtensionPlanner for BoundContributionsPlanner {
             return internal_err!("bounded contributions take one input");
         };
         // The hash under this session's key: a plan never carries it.
-        let Some(choice) = session.scalar_functions().get(contribution_choice::NAME) else {
+        let Some(choice) = session
+            .scalar_functions()
+            .get(contribution_choice::NAME)
+            .and_then(|udf| {
+                (udf.inner().as_ref() as &dyn Any).downcast_ref::<ContributionChoice>()
+            })
+        else {
             return plan_err!("this session cannot choose a person's cells");
         };
         Ok(Some(Arc::new(BoundContributionsExec::new(
             Arc::clone(input),
             node.bounds().clone(),
-            Arc::clone(choice),
+            choice.clone(),
             Arc::clone(node.schema().inner()),
         ))))
     }
@@ -151,13 +158,13 @@ mod tests {
     use datafusion::datasource::MemTable;
     use datafusion::datasource::source::DataSourceExec;
     use datafusion::execution::TaskContext;
-    use datafusion::functions_aggregate::expr_fn::{count, sum};
+    use datafusion::functions_aggregate::expr_fn::sum;
     use datafusion::logical_expr::{Extension, LogicalPlanBuilder, col, lit};
     use datafusion::physical_plan::{displayable, execute_stream};
     use futures::TryStreamExt;
 
     use super::*;
-    use crate::contributions::{Bounds, Partial, partial_name};
+    use crate::contributions::{Bounds, PERSONS_KEPT, Partial, partial_name};
     use crate::lineage::PERSON_NUMBER;
     use crate::options::EngineOptions;
 
@@ -229,7 +236,7 @@ mod tests {
         .aggregate(
             vec![col("cell")],
             vec![
-                count(lit(1)).alias("persons"),
+                sum(col(PERSONS_KEPT)).alias("persons"),
                 sum(col(partial_name(0))).alias("rows"),
             ],
         )

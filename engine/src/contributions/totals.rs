@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -74,14 +74,14 @@ impl CellTotals {
         schema: &SchemaRef,
         batch_size: usize,
     ) -> Result<Vec<RecordBatch>> {
-        let kept: Vec<u32> = (0..self.persons.len())
+        let indices: UInt32Array = (0..self.persons.len())
             .filter(|&i| self.persons[i] > 0)
             .map(|i| i as u32)
             .collect();
-        if kept.is_empty() {
+        if indices.is_empty() {
             return Ok(Vec::new());
         }
-        let indices = UInt32Array::from(kept.clone());
+        let kept = indices.values();
         let mut columns = cells
             .iter()
             .map(|column| take(column.as_ref(), &indices, None))

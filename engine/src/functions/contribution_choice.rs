@@ -144,35 +144,43 @@ pub fn contribution_choice(key: [u8; 32], person: Expr, groups: Vec<Expr>) -> Ex
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{Int64Array, StringArray, UInt64Array};
+    use datafusion::arrow::array::{Int64Array, StringArray, UInt32Array, UInt64Array};
     use datafusion::arrow::datatypes::Field;
     use datafusion::config::ConfigOptions;
 
     use super::*;
 
-    fn choose(key: [u8; 32], persons: &[i64], cells: &[&str]) -> Vec<u64> {
-        let person: ArrayRef = Arc::new(Int64Array::from(persons.to_vec()));
-        let cell: ArrayRef = Arc::new(StringArray::from(cells.to_vec()));
+    /// The function under `choice` over a person column and a cell column.
+    fn hashes(choice: &ContributionChoice, person: ArrayRef, cell: ArrayRef) -> Vec<u64> {
+        let rows = person.len();
+        let field = |name: &str, array: &ArrayRef| {
+            Arc::new(Field::new(name, array.data_type().clone(), true))
+        };
         let args = ScalarFunctionArgs {
+            arg_fields: vec![field("p", &person), field("c", &cell)],
             args: vec![ColumnarValue::Array(person), ColumnarValue::Array(cell)],
-            arg_fields: vec![
-                Arc::new(Field::new("p", DataType::Int64, false)),
-                Arc::new(Field::new("c", DataType::Utf8, false)),
-            ],
-            number_rows: persons.len(),
+            number_rows: rows,
             return_field: Arc::new(Field::new("r", DataType::UInt64, false)),
             config_options: Arc::new(ConfigOptions::default()),
         };
-        let out = ContributionChoice::new(key)
+        let out = choice
             .invoke_with_args(args)
             .unwrap()
-            .to_array(persons.len())
+            .to_array(rows)
             .unwrap();
         out.as_any()
             .downcast_ref::<UInt64Array>()
             .unwrap()
             .values()
             .to_vec()
+    }
+
+    fn choose(key: [u8; 32], persons: &[i64], cells: &[&str]) -> Vec<u64> {
+        hashes(
+            &ContributionChoice::new(key),
+            Arc::new(Int64Array::from(persons.to_vec())),
+            Arc::new(StringArray::from(cells.to_vec())),
+        )
     }
 
     #[test]
@@ -186,27 +194,10 @@ mod tests {
 
     #[test]
     fn the_hash_of_encodings_is_the_functions() {
-        let persons: ArrayRef = Arc::new(datafusion::arrow::array::UInt32Array::from(vec![
-            Some(7),
-            None,
-        ]));
+        let persons: ArrayRef = Arc::new(UInt32Array::from(vec![Some(7), None]));
         let cells: ArrayRef = Arc::new(StringArray::from(vec!["75", "13"]));
         let choice = ContributionChoice::new([4; 32]);
-        let args = ScalarFunctionArgs {
-            args: vec![
-                ColumnarValue::Array(Arc::clone(&persons)),
-                ColumnarValue::Array(Arc::clone(&cells)),
-            ],
-            arg_fields: vec![
-                Arc::new(Field::new("p", DataType::UInt32, true)),
-                Arc::new(Field::new("c", DataType::Utf8, false)),
-            ],
-            number_rows: 2,
-            return_field: Arc::new(Field::new("r", DataType::UInt64, false)),
-            config_options: Arc::new(ConfigOptions::default()),
-        };
-        let whole = choice.invoke_with_args(args).unwrap().to_array(2).unwrap();
-        let whole = whole.as_any().downcast_ref::<UInt64Array>().unwrap();
+        let whole = hashes(&choice, Arc::clone(&persons), Arc::clone(&cells));
         let encode = |array: &ArrayRef| {
             RowConverter::new(vec![SortField::new(array.data_type().clone())])
                 .unwrap()
@@ -214,10 +205,10 @@ mod tests {
                 .unwrap()
         };
         let (persons, cells) = (encode(&persons), encode(&cells));
-        for i in 0..2 {
+        for (i, &hash) in whole.iter().enumerate() {
             assert_eq!(
                 choice.of_encoded(persons.row(i).as_ref(), cells.row(i).as_ref()),
-                whole.value(i)
+                hash
             );
         }
     }
@@ -225,24 +216,11 @@ mod tests {
     #[test]
     fn values_are_encoded_without_ambiguity() {
         // ("1", "23") and ("12", "3") would collide under plain concatenation.
-        let person: ArrayRef = Arc::new(StringArray::from(vec!["1", "12"]));
-        let cell: ArrayRef = Arc::new(StringArray::from(vec!["23", "3"]));
-        let args = ScalarFunctionArgs {
-            args: vec![ColumnarValue::Array(person), ColumnarValue::Array(cell)],
-            arg_fields: vec![
-                Arc::new(Field::new("p", DataType::Utf8, false)),
-                Arc::new(Field::new("c", DataType::Utf8, false)),
-            ],
-            number_rows: 2,
-            return_field: Arc::new(Field::new("r", DataType::UInt64, false)),
-            config_options: Arc::new(ConfigOptions::default()),
-        };
-        let out = ContributionChoice::new([3; 32])
-            .invoke_with_args(args)
-            .unwrap()
-            .to_array(2)
-            .unwrap();
-        let out = out.as_any().downcast_ref::<UInt64Array>().unwrap();
-        assert_ne!(out.value(0), out.value(1));
+        let out = hashes(
+            &ContributionChoice::new([3; 32]),
+            Arc::new(StringArray::from(vec!["1", "12"])),
+            Arc::new(StringArray::from(vec!["23", "3"])),
+        );
+        assert_ne!(out[0], out[1]);
     }
 }
