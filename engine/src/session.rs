@@ -11,6 +11,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::contributions::ordered_sums::OrderedSumsRule;
 use crate::contributions::planning::{PersonOrderRule, SeuilQueryPlanner};
 use crate::error::EngineError;
 use crate::functions;
@@ -30,6 +31,11 @@ pub fn session_config(options: &EngineOptions) -> SessionConfig {
     settings.sql_parser.collect_spans = true;
     // Plain UTF-8 strings: the view types are not understood by every client.
     settings.execution.parquet.schema_force_view_types = false;
+    // Each partition reads its own byte ranges of a file, in order: the
+    // passes over keyed tables in person order rely on it (a partition that
+    // took another's range would read persons out of order, or a person in
+    // two partitions' middles, and fail).
+    settings.execution.enable_file_stream_work_stealing = false;
     if let Ok(limit) = datafusion::config::ConfigNonZeroUsize::try_new(options.max_nesting) {
         settings.sql_parser.recursion_limit = limit;
     }
@@ -58,6 +64,7 @@ pub fn context(options: &EngineOptions, runtime: Arc<RuntimeEnv>) -> SessionCont
     > = vec![Arc::new(GroupingSetOutputRule)];
     rules.extend(PhysicalOptimizer::new().rules);
     // Last, so that no rule after it spreads a person's rows again.
+    rules.push(Arc::new(OrderedSumsRule));
     rules.push(Arc::new(PersonOrderRule));
     let state = SessionStateBuilder::new()
         .with_config(session_config(options))

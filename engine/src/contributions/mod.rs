@@ -35,6 +35,10 @@
 //! ([`streams_by_person`]); other inputs are bounded by DataFusion's
 //! operators.
 //!
+//! The same order serves threshold mode's sums of sensitive columns:
+//! [`ordered_sums`] lets each cell of [`crate::functions::person_sums`]
+//! close a person as soon as the next one comes.
+//!
 //! The node travels to data nodes in cells plans ([`crate::federation`])
 //! as its parameters; the keyed hash is the receiving session's own
 //! function ([`crate::functions::contribution_choice`]), so the key never
@@ -44,6 +48,7 @@ mod boundary;
 mod cell_ids;
 mod exec;
 mod node;
+pub mod ordered_sums;
 pub mod planning;
 mod running;
 mod totals;

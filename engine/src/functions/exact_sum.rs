@@ -212,12 +212,23 @@ impl Sum {
     }
 
     /// Adds another cell's sum (a partial state), exactly.
-    fn merge(&mut self, partials: &[f64], special: f64) {
+    pub(crate) fn merge(&mut self, partials: &[f64], special: f64) {
         self.seen = true;
         self.special += special;
         for partial in partials {
             self.add(*partial);
         }
+    }
+
+    /// Values whose exact sum is this sum's: its partials, and the sum of
+    /// its infinite and NaN values when there are any (the sum of those
+    /// alone does not depend on their order).
+    pub(crate) fn parts(&self) -> Vec<f64> {
+        let mut parts = self.partials.as_slice().to_vec();
+        if self.special != 0.0 {
+            parts.push(self.special);
+        }
+        parts
     }
 
     /// The sum rounded to the nearest f64 (ties to even), or NULL without

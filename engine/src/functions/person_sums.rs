@@ -42,12 +42,30 @@
 //! is two doubles whose sum is exactly the run's, and the runs of one
 //! person are combined exactly), so it does not depend on how the person's
 //! rows were split over batches, partitions or partial states.
+//!
+//! **Rows in person order.** Over a scan of a keyed table whose partitions
+//! are byte ranges of its one file, in order, a partition's rows come person
+//! by person, and a person is in no other partition except at the
+//! partition's edges. [`in_person_order`] marks a call that reads such rows
+//! (the planner's [`crate::contributions::ordered_sums`] rule decides it).
+//! Each cell then *closes* a person as soon as its next person comes: the
+//! person's sum is clamped, added to the cell's closed total and ranked
+//! among its closed largest contributions, and no run is kept. Only the
+//! partition's first and last persons stay runs, as they may go on in the
+//! neighbouring partitions. A partial state carries, besides its runs, the
+//! closed total (as exact parts), the closed largest contributions and the
+//! ranges of the closed persons. Nothing is trusted: a partition whose
+//! persons go down fails the query, and so does a merge in which one
+//! state's closed persons could meet another state's persons (ranges that
+//! overlap, or a run inside a closed range), rather than count a person
+//! twice. The values are the same, value for value, as without the order:
+//! exact totals add in any order, and largest contributions merge.
 
 use std::mem::size_of;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray, PrimitiveArray,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray, ListBuilder, PrimitiveArray,
     PrimitiveBuilder, StructArray, UInt32Array,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
@@ -61,9 +79,14 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature,
     Volatility, lit,
 };
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Literal;
 
 use super::exact_sum::Sum;
+
+/// The argument that says whether the rows come in person order: a
+/// Boolean literal, false as [`person_sums`] writes it.
+const IN_PERSON_ORDER: usize = 4;
 
 /// The name of the struct field holding the clamped sum.
 pub const SUM_FIELD: &str = "sum";
@@ -87,12 +110,28 @@ pub fn person_sums(
 ) -> Expr {
     Expr::AggregateFunction(AggregateFunction::new_udf(
         Arc::new(AggregateUDF::from(PersonSums::new(largest))),
-        vec![person, value, lit(lower), lit(upper)],
+        vec![person, value, lit(lower), lit(upper), lit(false)],
         false,
         filter.map(Box::new),
         vec![],
         None,
     ))
+}
+
+/// `aggregate` reading rows that come in person order (see the module's
+/// documentation), or `None` when it is not a call of [`person_sums`].
+pub fn in_person_order(aggregate: &AggregateFunctionExpr) -> Option<AggregateFunctionExpr> {
+    if aggregate.fun().name() != PersonSums::NAME {
+        return None;
+    }
+    let mut args = aggregate.expressions();
+    *args.get_mut(IN_PERSON_ORDER)? = Arc::new(Literal::new(ScalarValue::Boolean(Some(true))));
+    let order_bys = aggregate
+        .order_bys()
+        .iter()
+        .map(|sort| Arc::clone(&sort.expr))
+        .collect();
+    aggregate.with_new_expressions(args, order_bys)
 }
 
 /// The aggregate function behind [`person_sums`], for one number of
@@ -152,6 +191,19 @@ fn bounds_of(args: &AccumulatorArgs) -> Result<(f64, f64)> {
     }
 }
 
+/// Whether a call reads rows in person order: its fifth argument.
+fn reads_in_person_order(args: &AccumulatorArgs) -> Result<bool> {
+    match args
+        .exprs
+        .get(IN_PERSON_ORDER)
+        .and_then(|e| e.downcast_ref::<Literal>())
+        .map(Literal::value)
+    {
+        Some(ScalarValue::Boolean(Some(ordered))) => Ok(*ordered),
+        _ => exec_err!("seuil_person_sums takes whether rows come in person order as a literal"),
+    }
+}
+
 /// Whether a call sums integers (its `sum` field is `Int64`) rather than
 /// floating-point values.
 fn sums_integers(args: &AccumulatorArgs) -> bool {
@@ -175,16 +227,20 @@ impl AggregateUDFImpl for PersonSums {
             _ => return plan_err!("seuil_person_sums sums an integer or floating-point value"),
         };
         match arg_types {
-            [DataType::UInt32, _, lower, upper] if lower.is_numeric() && upper.is_numeric() => {
+            [DataType::UInt32, _, lower, upper, DataType::Boolean]
+                if lower.is_numeric() && upper.is_numeric() =>
+            {
                 Ok(vec![
                     DataType::UInt32,
                     value,
                     DataType::Float64,
                     DataType::Float64,
+                    DataType::Boolean,
                 ])
             }
             _ => plan_err!(
-                "seuil_person_sums takes a UInt32 person number, a value and two numeric bounds"
+                "seuil_person_sums takes a UInt32 person number, a value, two numeric bounds \
+                 and whether rows come in person order"
             ),
         }
     }
@@ -203,31 +259,34 @@ impl AggregateUDFImpl for PersonSums {
             .input_fields
             .get(1)
             .map_or(DataType::Float64, |f| f.data_type().clone());
+        let list = |name: &str, data_type: &DataType| {
+            Arc::new(Field::new_list(
+                format!("{}[{name}]", args.name),
+                Field::new_list_field(data_type.clone(), false),
+                false,
+            ))
+        };
         Ok(vec![
-            Arc::new(Field::new_list(
-                format!("{}[persons]", args.name),
-                Field::new_list_field(DataType::UInt32, false),
-                false,
-            )),
-            Arc::new(Field::new_list(
-                format!("{}[highs]", args.name),
-                Field::new_list_field(value_type.clone(), false),
-                false,
-            )),
-            Arc::new(Field::new_list(
-                format!("{}[lows]", args.name),
-                Field::new_list_field(value_type, false),
-                false,
-            )),
+            list("persons", &DataType::UInt32),
+            list("highs", &value_type),
+            list("lows", &value_type),
+            list("closed from", &DataType::UInt32),
+            list("closed to", &DataType::UInt32),
+            list("closed total", &value_type),
+            list("closed top", &DataType::Float64),
         ])
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let bounds = bounds_of(&args)?;
+        let limits = Limits {
+            bounds: bounds_of(&args)?,
+            largest: self.largest,
+        };
+        let ordered = reads_in_person_order(&args)?;
         Ok(if sums_integers(&args) {
-            Box::new(OneCell::<i64>::new(bounds, self.largest))
+            Box::new(OneCell(Cells::<i64>::new(limits, ordered)))
         } else {
-            Box::new(OneCell::<f64>::new(bounds, self.largest))
+            Box::new(OneCell(Cells::<f64>::new(limits, ordered)))
         })
     }
 
@@ -239,11 +298,15 @@ impl AggregateUDFImpl for PersonSums {
         &self,
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        let bounds = bounds_of(&args)?;
+        let limits = Limits {
+            bounds: bounds_of(&args)?,
+            largest: self.largest,
+        };
+        let ordered = reads_in_person_order(&args)?;
         Ok(if sums_integers(&args) {
-            Box::new(Cells::<i64>::new(bounds, self.largest))
+            Box::new(Cells::<i64>::new(limits, ordered))
         } else {
-            Box::new(Cells::<f64>::new(bounds, self.largest))
+            Box::new(Cells::<f64>::new(limits, ordered))
         })
     }
 }
@@ -257,7 +320,7 @@ trait Contribution:
     /// The exact sum of a run's rows so far.
     type Run: Copy + Send + Sync + std::fmt::Debug + 'static;
     /// The cell's total of clamped contributions being added.
-    type Total: Default + Send + std::fmt::Debug;
+    type Total: Default + Send + Sync + std::fmt::Debug;
 
     fn data_type() -> DataType;
     fn run(value: Self) -> Self::Run;
@@ -276,6 +339,11 @@ trait Contribution:
     fn to_f64(self) -> f64;
     fn add_to(self, total: &mut Self::Total);
     fn total(total: &Self::Total) -> Option<Self>;
+    /// Values whose exact sum is the total's, for a partial state of a cell
+    /// that closed persons.
+    fn total_parts(total: &Self::Total) -> Vec<Self>;
+    /// Adds a partial state's parts of a total of closed persons.
+    fn absorb_parts(total: &mut Self::Total, parts: &[Self]);
 }
 
 /// The clamp of the cells plan: `CASE WHEN v < lower THEN lower WHEN v >
@@ -366,6 +434,16 @@ impl Contribution for f64 {
     fn total(total: &Sum) -> Option<Self> {
         total.value()
     }
+
+    fn total_parts(total: &Sum) -> Vec<Self> {
+        total.parts()
+    }
+
+    fn absorb_parts(total: &mut Sum, parts: &[Self]) {
+        // Each closed person contributed: the total has values even when
+        // they cancel out to no parts.
+        total.merge(parts, 0.0);
+    }
 }
 
 impl Contribution for i64 {
@@ -419,10 +497,78 @@ impl Contribution for i64 {
     fn total(total: &Option<i64>) -> Option<Self> {
         *total
     }
+
+    fn total_parts(total: &Option<i64>) -> Vec<Self> {
+        total.iter().copied().collect()
+    }
+
+    fn absorb_parts(total: &mut Option<i64>, parts: &[Self]) {
+        // Closed persons whose clamped sums are not integers contributed
+        // nothing: no part.
+        for part in parts {
+            part.add_to(total);
+        }
+    }
+}
+
+/// The persons a partition's cells must not close: its first person, and
+/// the person it was reading when it gave a state early. Either may have
+/// rows elsewhere (the previous partition, or the rows after the state).
+type Edges = Vec<u32>;
+
+/// What a cell has closed (rows in person order only): the total of the
+/// closed contributions, the largest of them, and the ranges of the persons
+/// closed, its own and its merged states'.
+#[derive(Debug)]
+struct Closed<T: Contribution> {
+    total: T::Total,
+    /// At most `largest`, in decreasing order ([`f64::total_cmp`]).
+    top: Vec<f64>,
+    /// The range of the persons this cell closed itself.
+    own: Option<(u32, u32)>,
+    /// The ranges of the persons that merged partial states closed.
+    merged: Vec<(u32, u32)>,
+}
+
+impl<T: Contribution> Default for Closed<T> {
+    fn default() -> Self {
+        Self {
+            total: T::Total::default(),
+            top: Vec::new(),
+            own: None,
+            merged: Vec::new(),
+        }
+    }
+}
+
+impl<T: Contribution> Closed<T> {
+    /// Every range of closed persons.
+    fn ranges(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.own.iter().copied().chain(self.merged.iter().copied())
+    }
+
+    /// Ends the range of the persons closed so far: the next ones are
+    /// beyond a new edge person, which must not fall inside a range.
+    fn end_range(&mut self) {
+        if let Some(range) = self.own.take() {
+            self.merged.push(range);
+        }
+    }
+}
+
+/// Ranks `value` among the `largest` largest kept in `top`: ties go after
+/// the equal values already kept, so that ranks of equal contributions are
+/// counted apart.
+fn rank(top: &mut Vec<f64>, value: f64, largest: usize) {
+    if top.len() < largest || top.last().is_some_and(|l| value.total_cmp(l).is_gt()) {
+        let at = top.partition_point(|kept| kept.total_cmp(&value).is_ge());
+        top.insert(at, value);
+        top.truncate(largest);
+    }
 }
 
 /// One cell's runs: (person, exact sum of a run of the person's rows), in
-/// the order they came.
+/// the order they came, and what it closed when rows come in person order.
 #[derive(Debug)]
 struct Runs<T: Contribution> {
     runs: Vec<(u32, T::Run)>,
@@ -431,6 +577,10 @@ struct Runs<T: Contribution> {
     /// The runs of partial states merged into the cell, where they are in
     /// the states' arrays (slices share their buffers: nothing is copied).
     segments: Vec<Segment<T>>,
+    /// In person order: where the runs of the cell's current person begin
+    /// in `runs` (the runs before it are edge persons').
+    current: usize,
+    closed: Closed<T>,
 }
 
 impl<T: Contribution> Default for Runs<T> {
@@ -439,6 +589,8 @@ impl<T: Contribution> Default for Runs<T> {
             runs: Vec::new(),
             sorted: true,
             segments: Vec::new(),
+            current: 0,
+            closed: Closed::default(),
         }
     }
 }
@@ -450,6 +602,16 @@ struct Segment<T: Contribution> {
     persons: UInt32Array,
     highs: PrimitiveArray<T::Arrow>,
     lows: PrimitiveArray<T::Arrow>,
+}
+
+/// What one row of a partial state closed: the ranges of its closed
+/// persons (first and last of each), the exact parts of their total, and
+/// their largest contributions.
+struct ClosedState<'a, T: Contribution> {
+    from: &'a [u32],
+    to: &'a [u32],
+    total: &'a [T],
+    top: &'a [f64],
 }
 
 /// Where a cell's runs come from when it is finished: its own, in order,
@@ -482,6 +644,13 @@ impl<T: Contribution> Source<'_, T> {
     }
 }
 
+/// The bounds of a cell's contributions and how many largest it ranks.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    bounds: (f64, f64),
+    largest: usize,
+}
+
 impl<T: Contribution> Runs<T> {
     /// Adds a row: to the last run when it is the same person's.
     fn add_row(&mut self, person: u32, value: T) {
@@ -503,10 +672,65 @@ impl<T: Contribution> Runs<T> {
         self.runs.push((person, T::run(value)));
     }
 
+    /// Adds a row of rows that come in person order: a new person closes
+    /// the cell's current one. Returns the change in the number of runs.
+    fn add_row_in_order(&mut self, person: u32, value: T, edges: &[u32], limits: Limits) -> isize {
+        let before = self.runs.len();
+        if self
+            .runs
+            .get(self.current)
+            .is_some_and(|(p, _)| *p != person)
+        {
+            self.close_current(edges, limits);
+            self.current = self.runs.len();
+        }
+        self.add_row(person, value);
+        self.runs.len() as isize - before as isize
+    }
+
+    /// Closes the cell's current person (all its rows of the partition have
+    /// come), unless it is an edge person, whose runs stay.
+    fn close_current(&mut self, edges: &[u32], limits: Limits) {
+        let Some(&(person, _)) = self.runs.get(self.current) else {
+            return;
+        };
+        if edges.contains(&person) {
+            self.current = self.runs.len();
+            return;
+        }
+        let contribution =
+            T::combine(&self.runs[self.current..]).clamp(limits.bounds.0, limits.bounds.1);
+        self.runs.truncate(self.current);
+        let closed = &mut self.closed;
+        closed.own = Some(
+            closed
+                .own
+                .map_or((person, person), |(from, _)| (from, person)),
+        );
+        if let Some(contribution) = contribution {
+            contribution.add_to(&mut closed.total);
+            if limits.largest > 0 {
+                rank(&mut closed.top, contribution.to_f64(), limits.largest);
+            }
+        }
+    }
+
     /// Adds the runs of a partial state's row, where they are.
     fn add_segment(&mut self, segment: Segment<T>) {
         if !segment.persons.is_empty() {
             self.segments.push(segment);
+        }
+    }
+
+    /// Adds what a partial state's row closed.
+    fn add_closed(&mut self, state: ClosedState<'_, T>, largest: usize) {
+        let closed = &mut self.closed;
+        closed
+            .merged
+            .extend(state.from.iter().copied().zip(state.to.iter().copied()));
+        T::absorb_parts(&mut closed.total, state.total);
+        for value in state.top {
+            rank(&mut closed.top, *value, largest);
         }
     }
 
@@ -515,9 +739,41 @@ impl<T: Contribution> Runs<T> {
         self.runs.len() + self.segments.iter().map(|s| s.persons.len()).sum::<usize>()
     }
 
+    /// Fails unless every closed person is in no other range of closed
+    /// persons and has no run: a person closed in one partition and met in
+    /// another would count twice.
+    fn check_closed_apart(&self) -> Result<()> {
+        let mut ranges: Vec<(u32, u32)> = self.closed.ranges().collect();
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        ranges.sort_unstable();
+        let meet = ranges.windows(2).any(|pair| pair[1].0 <= pair[0].1);
+        let inside = |person: u32| {
+            let at = ranges.partition_point(|(from, _)| *from <= person);
+            at > 0 && person <= ranges[at - 1].1
+        };
+        let run_inside = self.runs.iter().any(|(person, _)| inside(*person))
+            || self
+                .segments
+                .iter()
+                .any(|s| s.persons.values().iter().any(|p| inside(*p)));
+        if meet || run_inside {
+            return exec_err!(
+                "seuil_person_sums: a person's rows are spread over partitions read in person order"
+            );
+        }
+        Ok(())
+    }
+
     /// The cell's clamped sum and its `largest` largest contributions, in
     /// decreasing order ([`f64::total_cmp`]).
-    fn finish(mut self, (lower, upper): (f64, f64), largest: usize) -> (Option<T>, Vec<f64>) {
+    fn finish(mut self, limits: Limits) -> Result<(Option<T>, Vec<f64>)> {
+        self.check_closed_apart()?;
+        let Limits {
+            bounds: (lower, upper),
+            largest,
+        } = limits;
         if !self.sorted {
             // Stable and adaptive: runs that came in a few sorted stretches
             // are merged in linear time.
@@ -545,8 +801,9 @@ impl<T: Contribution> Runs<T> {
         sources.extend(resorted.iter().map(|runs| Source::Own(runs)));
         sources.retain(|source| source.len() > 0);
         let mut cursors = vec![0usize; sources.len()];
-        let mut total = T::Total::default();
-        let mut top: Vec<f64> = Vec::with_capacity(largest + 1);
+        let Closed {
+            mut total, mut top, ..
+        } = self.closed;
         let mut person_runs: Vec<(u32, T::Run)> = Vec::new();
         loop {
             // The smallest person at the sources' cursors, and all its runs.
@@ -570,19 +827,11 @@ impl<T: Contribution> Runs<T> {
                 continue;
             };
             contribution.add_to(&mut total);
-            if largest == 0 {
-                continue;
-            }
-            let value = contribution.to_f64();
-            if top.len() < largest || top.last().is_some_and(|l| value.total_cmp(l).is_gt()) {
-                // Ties go after the equal values already kept: ranks of
-                // equal contributions are counted apart.
-                let at = top.partition_point(|kept| kept.total_cmp(&value).is_ge());
-                top.insert(at, value);
-                top.truncate(largest);
+            if largest > 0 {
+                rank(&mut top, contribution.to_f64(), largest);
             }
         }
-        (T::total(&total), top)
+        Ok((T::total(&total), top))
     }
 }
 
@@ -601,36 +850,80 @@ fn arguments<T: Contribution>(
     }
 }
 
-/// The lists of a partial state: persons, high and low parts of runs.
-type StateLists<'a, T> = (
-    &'a ListArray,
-    &'a UInt32Array,
-    &'a PrimitiveArray<<T as Contribution>::Arrow>,
-    &'a PrimitiveArray<<T as Contribution>::Arrow>,
-);
+/// A partial state's columns, read: each row's runs (persons, high and
+/// low parts), and what it closed (ranges, exact parts of the total,
+/// largest contributions).
+struct StateColumns<'a, T: Contribution> {
+    runs: &'a ListArray,
+    persons: &'a UInt32Array,
+    highs: &'a PrimitiveArray<T::Arrow>,
+    lows: &'a PrimitiveArray<T::Arrow>,
+    ranges: &'a ListArray,
+    closed_from: &'a UInt32Array,
+    closed_to: &'a UInt32Array,
+    totals: &'a ListArray,
+    total_parts: &'a PrimitiveArray<T::Arrow>,
+    tops: &'a ListArray,
+    top_values: &'a Float64Array,
+}
 
-/// The runs of a partial state's rows.
-fn state_lists<T: Contribution>(states: &[ArrayRef]) -> Result<StateLists<'_, T>> {
+/// The columns of a partial state.
+fn state_columns<T: Contribution>(states: &[ArrayRef]) -> Result<StateColumns<'_, T>> {
     let list = |i: usize| states.get(i).and_then(|s| s.as_list_opt::<i32>());
-    let (Some(persons), Some(highs), Some(lows)) = (list(0), list(1), list(2)) else {
-        return exec_err!("seuil_person_sums: a partial state is not three lists");
+    let (Some(persons), Some(highs), Some(lows), Some(from), Some(to), Some(totals), Some(tops)) = (
+        list(0),
+        list(1),
+        list(2),
+        list(3),
+        list(4),
+        list(5),
+        list(6),
+    ) else {
+        return exec_err!("seuil_person_sums: a partial state is not its seven lists");
     };
     match (
         persons.values().as_primitive_opt::<UInt32Type>(),
         highs.values().as_primitive_opt::<T::Arrow>(),
         lows.values().as_primitive_opt::<T::Arrow>(),
+        from.values().as_primitive_opt::<UInt32Type>(),
+        to.values().as_primitive_opt::<UInt32Type>(),
+        totals.values().as_primitive_opt::<T::Arrow>(),
+        tops.values().as_primitive_opt::<Float64Type>(),
     ) {
-        (Some(p), Some(h), Some(l))
-            if p.len() == h.len() && p.len() == l.len() && persons.offsets() == highs.offsets() =>
+        (
+            Some(p),
+            Some(h),
+            Some(l),
+            Some(closed_from),
+            Some(closed_to),
+            Some(total_parts),
+            Some(top_values),
+        ) if p.len() == h.len()
+            && p.len() == l.len()
+            && persons.offsets() == highs.offsets()
+            && persons.offsets() == lows.offsets()
+            && from.offsets() == to.offsets() =>
         {
-            Ok((persons, p, h, l))
+            Ok(StateColumns {
+                runs: persons,
+                persons: p,
+                highs: h,
+                lows: l,
+                ranges: from,
+                closed_from,
+                closed_to,
+                totals,
+                total_parts,
+                tops,
+                top_values,
+            })
         }
-        _ => exec_err!("seuil_person_sums: a partial state's lists do not match"),
+        _ => exec_err!("seuil_person_sums: a partial state's columns do not match"),
     }
 }
 
-/// Cells' runs as a partial state: for each cell, the list of its runs'
-/// persons, and of their high and low parts.
+/// Cells' runs and what they closed as a partial state (see
+/// [`state_columns`]).
 fn state_of<'a, T: Contribution>(
     cells: impl IntoIterator<Item = &'a Runs<T>> + Clone,
 ) -> Result<Vec<ArrayRef>> {
@@ -639,6 +932,15 @@ fn state_of<'a, T: Contribution>(
     let mut persons = Vec::with_capacity(runs);
     let mut highs = PrimitiveBuilder::<T::Arrow>::with_capacity(runs);
     let mut lows = PrimitiveBuilder::<T::Arrow>::with_capacity(runs);
+    let numbers = || {
+        ListBuilder::new(PrimitiveBuilder::<UInt32Type>::new())
+            .with_field(Arc::new(Field::new_list_field(DataType::UInt32, false)))
+    };
+    let (mut closed_from, mut closed_to) = (numbers(), numbers());
+    let mut totals = ListBuilder::new(PrimitiveBuilder::<T::Arrow>::new())
+        .with_field(Arc::new(Field::new_list_field(T::data_type(), false)));
+    let mut tops = ListBuilder::new(PrimitiveBuilder::<Float64Type>::new())
+        .with_field(Arc::new(Field::new_list_field(DataType::Float64, false)));
     for cell in cells {
         for (person, run) in &cell.runs {
             let (high, low) = T::parts(*run);
@@ -652,6 +954,23 @@ fn state_of<'a, T: Contribution>(
             lows.append_slice(segment.lows.values());
         }
         lengths.push(cell.len());
+        let mut closed_any = false;
+        for (from, to) in cell.closed.ranges() {
+            closed_from.values().append_value(from);
+            closed_to.values().append_value(to);
+            closed_any = true;
+        }
+        if closed_any {
+            totals
+                .values()
+                .append_slice(&T::total_parts(&cell.closed.total));
+            tops.values().append_slice(&cell.closed.top);
+        }
+        for list in [&mut closed_from, &mut closed_to] {
+            list.append(true);
+        }
+        totals.append(true);
+        tops.append(true);
     }
     let offsets = OffsetBuffer::<i32>::from_lengths(lengths);
     let list = |values: ArrayRef, data_type: DataType| {
@@ -667,26 +986,43 @@ fn state_of<'a, T: Contribution>(
         list(Arc::new(UInt32Array::from(persons)), DataType::UInt32)?,
         list(Arc::new(highs.finish()), T::data_type())?,
         list(Arc::new(lows.finish()), T::data_type())?,
+        Arc::new(closed_from.finish()),
+        Arc::new(closed_to.finish()),
+        Arc::new(totals.finish()),
+        Arc::new(tops.finish()),
     ])
 }
 
 /// Calls `each` with the runs of each row of a partial state, as slices of
-/// the state's arrays.
+/// the state's arrays, and what the row closed.
 fn for_each_state<T: Contribution>(
     states: &[ArrayRef],
-    mut each: impl FnMut(usize, Segment<T>),
+    mut each: impl FnMut(usize, Segment<T>, Option<ClosedState<'_, T>>),
 ) -> Result<()> {
-    let (lists, persons, highs, lows) = state_lists::<T>(states)?;
-    let offsets = lists.value_offsets();
-    for row in 0..lists.len() {
+    let columns = state_columns::<T>(states)?;
+    let offsets = columns.runs.value_offsets();
+    let range_offsets = columns.ranges.value_offsets();
+    let total_offsets = columns.totals.value_offsets();
+    let top_offsets = columns.tops.value_offsets();
+    let total_parts: &[T] = columns.total_parts.values();
+    let top_values: &[f64] = columns.top_values.values();
+    for row in 0..columns.runs.len() {
         let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        let ranges = range_offsets[row] as usize..range_offsets[row + 1] as usize;
+        let closed = (!ranges.is_empty()).then(|| ClosedState {
+            from: &columns.closed_from.values()[ranges.clone()],
+            to: &columns.closed_to.values()[ranges],
+            total: &total_parts[total_offsets[row] as usize..total_offsets[row + 1] as usize],
+            top: &top_values[top_offsets[row] as usize..top_offsets[row + 1] as usize],
+        });
         each(
             row,
             Segment {
-                persons: persons.slice(start, end - start),
-                highs: highs.slice(start, end - start),
-                lows: lows.slice(start, end - start),
+                persons: columns.persons.slice(start, end - start),
+                highs: columns.highs.slice(start, end - start),
+                lows: columns.lows.slice(start, end - start),
             },
+            closed,
         );
     }
     Ok(())
@@ -714,23 +1050,33 @@ fn kept(row: usize, persons: &UInt32Array, filter: Option<&BooleanArray>) -> boo
     persons.is_valid(row) && filter.is_none_or(|f| f.is_valid(row) && f.value(row))
 }
 
+/// Where a partition reading rows in person order is.
+#[derive(Debug, Default)]
+struct Order {
+    /// The persons its cells keep as runs.
+    edges: Edges,
+    /// The last person it read.
+    last: Option<u32>,
+}
+
 /// With GROUP BY: the runs of each cell.
 #[derive(Debug)]
 struct Cells<T: Contribution> {
     cells: Vec<Runs<T>>,
     /// Runs held over all cells (for `size`, which must not walk them).
     stored: usize,
-    bounds: (f64, f64),
-    largest: usize,
+    limits: Limits,
+    /// Whether the rows come in person order, and where they are.
+    order: Option<Order>,
 }
 
 impl<T: Contribution> Cells<T> {
-    fn new(bounds: (f64, f64), largest: usize) -> Self {
+    fn new(limits: Limits, in_person_order: bool) -> Self {
         Self {
             cells: Vec::new(),
             stored: 0,
-            bounds,
-            largest,
+            limits,
+            order: in_person_order.then(Order::default),
         }
     }
 
@@ -739,6 +1085,48 @@ impl<T: Contribution> Cells<T> {
         let cells = emit_to.take_needed(&mut self.cells);
         self.stored -= cells.iter().map(Runs::len).sum::<usize>();
         cells
+    }
+
+    /// Adds rows that come in person order: fails when a person is lower
+    /// than one before it.
+    fn update_in_order(
+        &mut self,
+        persons: &UInt32Array,
+        partials: &PrimitiveArray<T::Arrow>,
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<()> {
+        let Some(order) = self.order.as_mut() else {
+            return exec_err!("seuil_person_sums: rows not read in person order");
+        };
+        let limits = self.limits;
+        for (row, &cell) in group_indices.iter().enumerate() {
+            if persons.is_null(row) {
+                continue;
+            }
+            let person = persons.value(row);
+            match order.last {
+                Some(last) if person < last => {
+                    return exec_err!(
+                        "seuil_person_sums: rows read in person order came out of order"
+                    );
+                }
+                None => order.edges.push(person),
+                Some(_) => {}
+            }
+            order.last = Some(person);
+            if !kept(row, persons, opt_filter) || partials.is_null(row) {
+                continue;
+            }
+            let change = self.cells[cell].add_row_in_order(
+                person,
+                partials.value(row),
+                &order.edges,
+                limits,
+            );
+            self.stored = self.stored.saturating_add_signed(change);
+        }
+        Ok(())
     }
 }
 
@@ -752,6 +1140,9 @@ impl<T: Contribution> GroupsAccumulator for Cells<T> {
     ) -> Result<()> {
         let (persons, partials) = arguments::<T>(values)?;
         self.cells.resize_with(total_num_groups, Runs::default);
+        if self.order.is_some() {
+            return self.update_in_order(persons, partials, group_indices, opt_filter);
+        }
         for (row, &cell) in group_indices.iter().enumerate() {
             if !kept(row, persons, opt_filter) || partials.is_null(row) {
                 continue;
@@ -765,17 +1156,39 @@ impl<T: Contribution> GroupsAccumulator for Cells<T> {
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let (bounds, largest) = (self.bounds, self.largest);
+        let limits = self.limits;
         let finished = self
             .take(emit_to)
             .into_iter()
-            .map(|runs| runs.finish(bounds, largest))
-            .collect();
-        Ok(struct_of::<T>(finished, largest))
+            .map(|runs| runs.finish(limits))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(struct_of::<T>(finished, limits.largest))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let cells = self.take(emit_to);
+        let limits = self.limits;
+        let mut cells = self.take(emit_to);
+        if let Some(order) = self.order.as_mut() {
+            // The person being read may go on in the next partition, or in
+            // the rows after this state: it stays a run, here and after.
+            if let Some(last) = order.last
+                && !order.edges.contains(&last)
+            {
+                order.edges.push(last);
+                // The cells that stay close their persons before it now,
+                // and those beyond it in ranges of their own: an edge
+                // person is inside no range.
+                for cell in &mut self.cells {
+                    let before = cell.runs.len();
+                    cell.close_current(&order.edges, limits);
+                    cell.closed.end_range();
+                    self.stored -= before - cell.runs.len();
+                }
+            }
+            for cell in &mut cells {
+                cell.close_current(&order.edges, limits);
+            }
+        }
         state_of(&cells)
     }
 
@@ -805,10 +1218,14 @@ impl<T: Contribution> GroupsAccumulator for Cells<T> {
         total_num_groups: usize,
     ) -> Result<()> {
         self.cells.resize_with(total_num_groups, Runs::default);
-        let (cells, stored) = (&mut self.cells, &mut self.stored);
-        for_each_state::<T>(values, |row, segment| {
+        let (cells, stored, largest) = (&mut self.cells, &mut self.stored, self.limits.largest);
+        for_each_state::<T>(values, |row, segment, closed| {
             *stored += segment.persons.len();
-            cells[group_indices[row]].add_segment(segment);
+            let cell = &mut cells[group_indices[row]];
+            cell.add_segment(segment);
+            if let Some(closed) = closed {
+                cell.add_closed(closed, largest);
+            }
         })
     }
 
@@ -819,56 +1236,44 @@ impl<T: Contribution> GroupsAccumulator for Cells<T> {
     }
 }
 
-/// Without GROUP BY: one cell.
+/// Without GROUP BY: one cell, as the cells of a grouped call.
 #[derive(Debug)]
-struct OneCell<T: Contribution> {
-    runs: Runs<T>,
-    bounds: (f64, f64),
-    largest: usize,
-}
+struct OneCell<T: Contribution>(Cells<T>);
 
 impl<T: Contribution> OneCell<T> {
-    fn new(bounds: (f64, f64), largest: usize) -> Self {
-        Self {
-            runs: Runs::default(),
-            bounds,
-            largest,
-        }
+    /// The cell's single row of `array`.
+    fn scalar(array: &ArrayRef) -> Result<ScalarValue> {
+        ScalarValue::try_from_array(array, 0)
     }
 }
 
 impl<T: Contribution> Accumulator for OneCell<T> {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let (persons, partials) = arguments::<T>(values)?;
-        for row in 0..persons.len() {
-            if persons.is_valid(row) && partials.is_valid(row) {
-                self.runs.add_row(persons.value(row), partials.value(row));
-            }
-        }
-        Ok(())
+        let rows = values.first().map_or(0, |v| v.len());
+        self.0.update_batch(values, &vec![0; rows], None, 1)
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let finished = std::mem::take(&mut self.runs).finish(self.bounds, self.largest);
-        ScalarValue::try_from_array(&struct_of::<T>(vec![finished], self.largest), 0)
+        self.0.cells.resize_with(1, Runs::default);
+        Self::scalar(&self.0.evaluate(EmitTo::All)?)
     }
 
     fn size(&self) -> usize {
-        size_of::<Self>() + self.runs.len() * size_of::<(u32, T::Run)>()
+        self.0.size()
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        state_of([&self.runs])?
+        self.0.cells.resize_with(1, Runs::default);
+        self.0
+            .state(EmitTo::All)?
             .iter()
-            .map(|column| ScalarValue::try_from_array(column, 0))
+            .map(Self::scalar)
             .collect()
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let runs = &mut self.runs;
-        for_each_state::<T>(states, |_, segment| {
-            runs.add_segment(segment);
-        })
+        let rows = states.first().map_or(0, |s| s.len());
+        self.0.merge_batch(states, &vec![0; rows], 1)
     }
 }
 
@@ -1069,13 +1474,165 @@ mod tests {
         );
     }
 
+    /// A cell's row as the tests read it: (cell, sum, tops).
+    type CellValue = (i64, Option<f64>, Vec<Option<f64>>);
+
+    /// What `finished` (the struct of `cells`, in order) holds.
+    fn read_struct(cells: &[i64], finished: &ArrayRef, largest: usize) -> Vec<CellValue> {
+        let s = finished.as_struct();
+        let sum = s.column(0).as_primitive::<Float64Type>();
+        cells
+            .iter()
+            .enumerate()
+            .map(|(row, g)| {
+                let tops = (1..=largest)
+                    .map(|r| {
+                        let top = s.column(r).as_primitive::<Float64Type>();
+                        top.is_valid(row).then(|| top.value(row))
+                    })
+                    .collect();
+                (*g, sum.is_valid(row).then(|| sum.value(row)), tops)
+            })
+            .collect()
+    }
+
+    /// Rows in person order read by partitions cut at `cuts`, each in
+    /// batches of `batch` rows by accumulators reading in person order
+    /// that give a state of their first `early` cells after their first
+    /// batch (as DataFusion does under memory pressure), then the states
+    /// merged as the final aggregate merges them.
+    fn in_person_order_over(
+        rows: &[(i64, u32, Option<f64>)],
+        cuts: &[usize],
+        batch: usize,
+        early: Option<usize>,
+        (bounds, largest): ((f64, f64), usize),
+    ) -> Result<Vec<CellValue>> {
+        let limits = Limits { bounds, largest };
+        let all_cells: Vec<i64> = rows
+            .iter()
+            .map(|r| r.0)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut states: Vec<(Vec<i64>, Vec<ArrayRef>)> = Vec::new();
+        let mut edges = vec![0];
+        edges.extend_from_slice(cuts);
+        edges.push(rows.len());
+        for part in edges.windows(2).map(|w| &rows[w[0]..w[1]]) {
+            let mut cells = Cells::<f64>::new(limits, true);
+            // The partition's cells, numbered as they come.
+            let mut numbered: Vec<i64> = Vec::new();
+            for (i, chunk) in part.chunks(batch).enumerate() {
+                let groups: Vec<usize> = chunk
+                    .iter()
+                    .map(|r| {
+                        numbered.iter().position(|g| *g == r.0).unwrap_or_else(|| {
+                            numbered.push(r.0);
+                            numbered.len() - 1
+                        })
+                    })
+                    .collect();
+                let persons: ArrayRef =
+                    Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|r| r.1)));
+                let values: ArrayRef = Arc::new(Float64Array::from_iter(chunk.iter().map(|r| r.2)));
+                cells.update_batch(&[persons, values], &groups, None, numbered.len())?;
+                if i == 0
+                    && let Some(n) = early.filter(|n| *n <= numbered.len())
+                {
+                    let given: Vec<i64> = numbered.drain(..n).collect();
+                    states.push((given, cells.state(EmitTo::First(n))?));
+                }
+            }
+            states.push((numbered, cells.state(EmitTo::All)?));
+        }
+        let mut last = Cells::<f64>::new(limits, false);
+        for (cells, state) in &states {
+            let groups: Vec<usize> = cells
+                .iter()
+                .map(|g| all_cells.iter().position(|c| c == g).unwrap())
+                .collect();
+            last.merge_batch(state, &groups, all_cells.len())?;
+        }
+        last.cells.resize_with(all_cells.len(), Runs::default);
+        Ok(read_struct(
+            &all_cells,
+            &last.evaluate(EmitTo::All)?,
+            largest,
+        ))
+    }
+
+    /// [`rows`] sorted by person, each person's rows in their order.
+    fn sorted_rows() -> Vec<(i64, u32, Option<f64>)> {
+        let mut rows = rows(true);
+        rows.sort_by_key(|r| r.1);
+        rows
+    }
+
+    #[test]
+    fn rows_in_person_order_close_persons_and_give_the_same_cells() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let rows = sorted_rows();
+        let limits = ((0.0, 25.0), 3);
+        let want = expected(&rows, limits.0, limits.1);
+        let n = rows.len();
+        let mut rng = StdRng::seed_from_u64(17);
+        for _ in 0..200 {
+            // Cuts anywhere: persons split between partitions, one person
+            // over three, empty partitions.
+            let mut cuts: Vec<usize> = (0..rng.random_range(0..5))
+                .map(|_| rng.random_range(0..=n))
+                .collect();
+            cuts.sort_unstable();
+            let batch = rng.random_range(1..40);
+            let early = rng.random_bool(0.3).then(|| rng.random_range(0..4));
+            let got = in_person_order_over(&rows, &cuts, batch, early, limits).unwrap();
+            assert_eq!(
+                got, want,
+                "cuts {cuts:?}, batches of {batch}, early {early:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rows_out_of_person_order_or_spread_fail_rather_than_count_twice() {
+        let limits = ((0.0, 25.0), 2);
+        // A partition whose persons go down.
+        let error = in_person_order_over(&rows(true), &[], 10, None, limits).unwrap_err();
+        assert!(error.to_string().contains("out of order"), "{error}");
+        // Two partitions, each in order, that deal persons alternately: a
+        // person closed in one is met in the other.
+        let rows = sorted_rows();
+        let (mut dealt, even): (Vec<_>, Vec<_>) = rows.iter().copied().partition(|r| r.1 % 2 == 1);
+        let first_of_second = dealt.len();
+        dealt.extend(even);
+        let error = in_person_order_over(&dealt, &[first_of_second], 5, None, limits).unwrap_err();
+        assert!(error.to_string().contains("spread"), "{error}");
+        // A person closed in the middle of one partition and read first
+        // by the next: its run falls inside the first one's closed range.
+        let mut met_again: Vec<_> = rows.iter().filter(|r| r.1 <= 30).copied().collect();
+        let first_of_second = met_again.len();
+        let fifteen = rows.iter().find(|r| r.1 == 15).copied().unwrap();
+        met_again.push(fifteen);
+        met_again.extend(rows.iter().filter(|r| r.1 > 30).copied());
+        let error =
+            in_person_order_over(&met_again, &[first_of_second], 9, None, limits).unwrap_err();
+        assert!(error.to_string().contains("spread"), "{error}");
+    }
+
     #[test]
     fn ties_keep_their_ranks_and_integers_clamp_as_the_cells_plan_does() {
         let mut runs = Runs::<i64>::default();
         for (person, value) in [(1, 5), (2, 5), (3, 100), (3, 1), (4, -20)] {
             runs.add_row(person, value);
         }
-        let (sum, top) = runs.finish((-2.5, 9.5), 3);
+        let (sum, top) = runs
+            .finish(Limits {
+                bounds: (-2.5, 9.5),
+                largest: 3,
+            })
+            .unwrap();
         // 5 + 5 + 9 (9.5 truncated) - 2 (-2.5 truncated)
         assert_eq!(sum, Some(17));
         assert_eq!(top, vec![9.0, 5.0, 5.0]);
