@@ -13,6 +13,10 @@
 //! the cell and of each value are counted up to the threshold, as in
 //! [`super::single_level`]. Everything else goes to [`super::per_person`].
 //!
+//! Over a scan of one keyed table, where rows come person by person, each
+//! cell closes a person as soon as the next one comes and keeps no run
+//! ([`crate::contributions::ordered_sums`]).
+//!
 //! The released values are the per-person plan's: the same clamped
 //! contributions, added exactly (floating point) or as `sum` adds integers,
 //! the same largest contributions, the same contributors.
