@@ -158,9 +158,7 @@ fn person_ordered(
     let Some(kept) = person_ordered(Arc::clone(input), &below)? else {
         return Ok(None);
     };
-    if Arc::ptr_eq(&kept, input) {
-        return Ok(Some(plan));
-    }
+    // The plan as it is when nothing below it changed.
     replace_children_if_necessary(plan, vec![kept]).map(Some)
 }
 
